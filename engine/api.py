@@ -1,0 +1,184 @@
+"""The engine's small public API, used by the CLI and the GUI (through a worker thread).
+
+    col = Collection.open(catalog_dir)          # creates the catalog if needed
+    col.add_folder("~/Pictures")
+    report = col.index(method="rmac", progress=print, cancel=event)
+    results = col.search("query.jpg", top=20)   # [SearchResult(path, score, image_id)]
+
+Heavy objects (backbone, faiss index) are built once and reused while valid.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from .backbones import DEFAULT_BACKBONE
+from .catalog import CatalogStore
+from .errors import LookalikeError
+from .features import FeatureExtractor
+from .images import load_image
+from .indexer import Indexer, IndexProgress, IndexReport
+from .methods import DEFAULT_METHOD, METHODS, Method, create_method
+from .paths import default_catalog_dir
+from .search import SearchIndex, SearchResult
+
+_extractors: dict[tuple, FeatureExtractor] = {}
+_extractor_lock = threading.Lock()
+
+
+def get_extractor(backbone: str = DEFAULT_BACKBONE, device: str = "auto", weights: str | None = None) -> FeatureExtractor:
+    """Shared feature extractor (one model per backbone/device/weights in a process)."""
+    key = (backbone, device, weights)
+    with _extractor_lock:
+        if key not in _extractors:
+            _extractors[key] = FeatureExtractor(backbone, device, weights)
+        return _extractors[key]
+
+
+def list_methods() -> list[dict[str, Any]]:
+    return [{"name": s.name, "description": s.description, "cost": s.cost} for s in sorted(METHODS.values(), key=lambda s: s.name)]
+
+
+class Collection:
+    """A photo collection: its folders and catalog, and the methods indexed in it."""
+
+    def __init__(self, catalog: CatalogStore, device: str = "auto", weights: str | None = None):
+        self.catalog = catalog
+        self.device = device
+        self.weights = weights
+        self._search: dict[str, SearchIndex] = {}
+        self._methods: dict[str, Method] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, catalog_dir: str | os.PathLike | None = None, create: bool = True, device: str = "auto",
+             weights: str | None = None) -> "Collection":
+        return cls(CatalogStore(catalog_dir or default_catalog_dir(), create=create), device, weights)
+
+    @property
+    def directory(self) -> Path:
+        return self.catalog.dir
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- configuration ------------------------------------------------------------------
+    @property
+    def active_method(self) -> str:
+        return self.catalog.get_meta("method") or DEFAULT_METHOD
+
+    def set_active_method(self, name: str) -> None:
+        create_method(name)  # validates the name
+        self.catalog.set_meta("method", name)
+
+    def add_folder(self, path: str | os.PathLike) -> int:
+        return self.catalog.add_folder(path)
+
+    def remove_folder(self, path: str | os.PathLike) -> int:
+        n = self.catalog.remove_folder(path)
+        self._search.clear()
+        return n
+
+    def folders(self) -> list[str]:
+        return [p for _i, p in self.catalog.folders()]
+
+    def method(self, name: str | None = None, overrides: dict[str, Any] | None = None) -> Method:
+        """The method ``name`` as configured in this collection (with its prepared state)."""
+        name = name or self.active_method
+        with self._lock:
+            if name in self._methods and not overrides:
+                return self._methods[name]
+            stored = self.catalog.method_config(name)
+            if stored is not None and not overrides:
+                if name not in METHODS:
+                    raise LookalikeError(f"Unknown method '{name}'. Available: {', '.join(sorted(METHODS))}.")
+                spec = METHODS[name]
+                m = spec.cls(name, type(spec.config).from_dict(stored), spec.description, spec.cost)
+            else:
+                m = create_method(name, overrides)
+            prepared = self.catalog.load_state(name, "prepare")
+            if prepared is not None:
+                m.set_prepared(prepared[0])
+            self._methods[name] = m
+            return m
+
+    def extractor_for(self, method: Method) -> FeatureExtractor:
+        return get_extractor(method.config.backbone, self.device, self.weights)
+
+    # -- indexing -----------------------------------------------------------------------
+    def index(self, method: str | None = None, folders: list[str] | None = None,
+              progress: Callable[[IndexProgress], None] | None = None,
+              cancel: threading.Event | None = None, batch_size: int = 8,
+              overrides: dict[str, Any] | None = None) -> IndexReport:
+        """Index the collection's folders (plus ``folders``, added first) with ``method``."""
+        for f in folders or []:
+            self.add_folder(f)
+        if not self.catalog.folders():
+            raise LookalikeError("This collection has no folders yet; add a photo folder first.")
+        m = self.method(method, overrides)
+        self.catalog.ensure_method(m.name, m.config.to_dict())
+        if self.catalog.get_meta("method") is None or method:
+            self.catalog.set_meta("method", m.name)
+        extractor = self.extractor_for(m)
+        report = Indexer(self.catalog, m, extractor, batch_size=batch_size).run(progress=progress, cancel=cancel)
+        self.catalog.set_meta("last_indexed", str(time.time()))
+        self._search.pop(m.name, None)
+        return report
+
+    # -- search -------------------------------------------------------------------------
+    def search_index(self, method: str | None = None) -> SearchIndex:
+        m = self.method(method)
+        with self._lock:
+            idx = self._search.get(m.name)
+            if idx is None or idx.is_stale():
+                idx = SearchIndex(self.catalog, m)
+                self._search[m.name] = idx
+            return idx
+
+    def describe_query(self, query: str | os.PathLike | Image.Image, method: str | None = None,
+                       box: tuple[float, float, float, float] | None = None, box_mode: str = "image") -> np.ndarray:
+        """Raw descriptor of a query image (a path or a PIL image), optionally of a box of it."""
+        m = self.method(method)
+        if isinstance(query, Image.Image):
+            img = query.convert("RGB")
+        else:
+            if not Path(query).exists():
+                raise LookalikeError(f"Query image not found: {query}")
+            img = load_image(query)
+        return m.describe_query(img, self.extractor_for(m), box=box, box_mode=box_mode)
+
+    def search(self, query: str | os.PathLike | Image.Image, method: str | None = None, top: int = 20,
+               exclude_query: bool = False, box=None, box_mode: str = "image",
+               rerank: str = "none") -> list[SearchResult]:
+        """Most similar indexed photos to ``query``, best first.
+
+        A query that is itself indexed uses its stored descriptor (unless a box is given).
+        """
+        idx = self.search_index(method)
+        qpath = None if isinstance(query, Image.Image) else os.path.abspath(os.fspath(query))
+        row = idx.row_of(qpath) if qpath else None
+        if row is not None and box is None:
+            q = idx.raw[row]
+        else:
+            q = self.describe_query(query, idx.method.name, box, box_mode)
+        exclude = {qpath} if (exclude_query and qpath) else set()
+        return idx.search(q, top=top, exclude=exclude, rerank=rerank)
+
+    # -- status -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        last = self.catalog.get_meta("last_indexed")
+        return {
+            "catalog": str(self.catalog.dir),
+            "folders": self.folders(),
+            "images": self.catalog.image_count(),
+            "failed": [{"path": p, "reason": r} for p, r in self.catalog.failures()],
+            "methods": [{"name": n, "descriptors": c} for n, c, _g in self.catalog.methods()],
+            "active_method": self.active_method,
+            "last_indexed": float(last) if last else None,
+        }

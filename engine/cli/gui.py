@@ -1,0 +1,27 @@
+"""``lookalike gui``: open the desktop application (the default command)."""
+from __future__ import annotations
+
+import argparse
+
+from . import Command, add_catalog_argument
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_catalog_argument(p)
+    p.add_argument("--query", metavar="IMAGE", default=None, help="run this query once the window is open")
+    p.add_argument("--screenshot", metavar="FILE.png", default=None,
+                   help="save a screenshot of the window once results are shown, then exit")
+    p.add_argument("--overlay", choices=["regions", "clusters", "cam"], default=None)
+    p.add_argument("--why", type=int, metavar="N", default=None, help="open why-matched for result N (1-based)")
+    p.add_argument("--browse", metavar="FOLDER", default=None, help="show the browse view of this folder")
+    p.add_argument("--duplicates", action="store_true", help="show the duplicates view")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Qt is imported only here: the engine never imports it.
+    from gui.app import run_app
+
+    return run_app(args)
+
+
+COMMAND = Command("gui", "open the desktop application (default)", add_arguments, run)

@@ -1,0 +1,152 @@
+"""The method interface every descriptor method implements, and its typed config.
+
+Life of a descriptor:
+
+1. ``prepare`` (optional, once per collection, on a sample of its photos): state the
+   extraction itself needs, e.g. cluster-MAC's local-feature PCA. Stored in the catalog as
+   kind ``"prepare"`` and given back with :meth:`Method.set_prepared` before describing.
+2. ``describe``: a batch of upright RGB images -> raw descriptors ``(B, D)`` float32, stored
+   in the catalog. Raw descriptors never depend on other photos of the collection (beyond
+   the prepared state), so incremental indexing stays valid.
+3. ``fit`` (optional, whenever the collection changed): post-processing learned on all raw
+   descriptors (PCA-whitening, PFA...). Stored as kind ``"fit"`` with the generation.
+4. ``search_vectors``: raw + fit state -> l2-normalised vectors for the faiss
+   inner-product index. ``rescore`` (optional) re-scores a faiss shortlist exactly when the
+   method's similarity is not an inner product (MS-RMAC's weighted distance, min L1...).
+
+Methods are registered in :mod:`engine.methods` by a :class:`MethodSpec`: a name, the
+class and a default config (variants are the same class with another config).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..backbones import DEFAULT_BACKBONE
+from ..errors import LookalikeError
+from ..images import crop_box
+from ..postprocess import apply_pca_whitening, fit_pca_whitening, l2n_np
+
+State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Settings shared by every method (subclass it for a method's own settings).
+
+    ``image_side``: longest side of the network input in pixels (the image is scaled to it).
+    ``whiten``: learn PCA-whitening on the collection's descriptors (``whiten_dims`` keeps
+    that many components; None keeps all the data supports).
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    image_side: int = 512
+    whiten: bool = False
+    whiten_dims: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise LookalikeError(f"Unknown setting(s) {sorted(unknown)} for {cls.__name__}; known: {sorted(names)}.")
+        values = {}
+        for k, v in data.items():
+            if isinstance(v, list):  # JSON has no tuples
+                v = tuple(v)
+            values[k] = v
+        return cls(**values)
+
+
+class Method:
+    """Base class of descriptor methods. Subclasses implement :meth:`describe`."""
+
+    config_type: ClassVar[type[MethodConfig]] = MethodConfig
+    prepare_sample_size: ClassVar[int] = 0  # > 0: prepare() needs that many sample photos
+    supports_activation_crop: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: MethodConfig, description: str = "", cost: str = ""):
+        if not isinstance(config, self.config_type):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_type.__name__}")
+        self.name = name
+        self.config = config
+        self.description = description
+        self.cost = cost
+        self.prepared: State | None = None
+
+    # -- extraction ---------------------------------------------------------------------
+    def decode_side(self) -> int:
+        """Longest side the indexer must decode images at (the largest input resolution)."""
+        return self.config.image_side
+
+    def describe(self, images: Sequence[Image.Image], extractor) -> np.ndarray:
+        """Raw descriptors ``(len(images), D)`` float32 for upright RGB images."""
+        raise NotImplementedError
+
+    def describe_query(self, image: Image.Image, extractor, box=None, box_mode: str = "image") -> np.ndarray:
+        """Raw descriptor ``(D,)`` of a query, optionally restricted to ``box`` (x1,y1,x2,y2 px).
+
+        ``box_mode="image"`` crops the image (crop I); ``"activations"`` crops the feature maps
+        (crop X) and is available where ``supports_activation_crop`` is true.
+        """
+        if box is not None:
+            if box_mode == "activations":
+                if not self.supports_activation_crop:
+                    raise LookalikeError(f"Method '{self.name}' cannot crop activations; use box mode 'image'.")
+                return self.describe_with_activation_crop(image, extractor, box)
+            image = crop_box(image, box)
+        return self.describe([image], extractor)[0]
+
+    def describe_with_activation_crop(self, image: Image.Image, extractor, box) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- learned state ------------------------------------------------------------------
+    def prepare(self, images: Sequence[Image.Image], extractor) -> State:
+        raise NotImplementedError
+
+    def set_prepared(self, state: State | None) -> None:
+        self.prepared = state
+
+    def fit(self, raw: np.ndarray) -> State | None:
+        """Learn post-processing on the collection's raw descriptors (default: whitening if set)."""
+        if self.config.whiten and len(raw) >= 2:
+            return fit_pca_whitening(raw, self.config.whiten_dims)
+        return None
+
+    def search_vectors(self, raw: np.ndarray, fit_state: State | None) -> np.ndarray:
+        """l2-normalised vectors whose inner product is the method's similarity (or its proxy)."""
+        if fit_state is not None and "proj" in fit_state:
+            return apply_pca_whitening(raw, fit_state)
+        return l2n_np(raw)
+
+    def rescore(self, query_raw: np.ndarray, candidates_raw: np.ndarray, fit_state: State | None) -> np.ndarray | None:
+        """Exact similarity of a shortlist (higher is better), or None when inner product is exact."""
+        return None
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "cost": self.cost, "config": self.config.to_dict()}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registry entry: how to build method ``name``."""
+
+    name: str
+    cls: type[Method]
+    config: MethodConfig
+    description: str
+    cost: str = "fast"
+    aliases: tuple[str, ...] = field(default=())
+
+    def create(self, overrides: dict[str, Any] | None = None) -> Method:
+        cfg = self.config
+        if overrides:
+            cfg = type(cfg).from_dict({**cfg.to_dict(), **overrides})
+        return self.cls(self.name, cfg, self.description, self.cost)

@@ -1,0 +1,94 @@
+"""Search over a collection's descriptors with a faiss inner-product index.
+
+Search vectors are l2-normalised, so inner product = cosine similarity. Methods whose
+similarity is not an inner product re-score a faiss shortlist exactly (``Method.rescore``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .catalog import CatalogStore
+from .errors import LookalikeError
+from .methods import Method
+from .rerank import RERANKERS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    path: str
+    score: float
+    image_id: int
+
+
+class SearchIndex:
+    """The faiss index of one method over one catalog, with the method's fitted state."""
+
+    def __init__(self, catalog: CatalogStore, method: Method, shortlist: int = 200):
+        self.catalog = catalog
+        self.method = method
+        self.shortlist = shortlist
+        self.generation = catalog.generation(method.name)
+        self.ids, self.paths, self.raw = catalog.load_descriptors(method.name)
+        if len(self.ids) == 0:
+            raise LookalikeError(f"No photos are indexed with method '{method.name}' in {catalog.dir}; run 'lookalike index' first.")
+        self.fit_state = self._fitted_state()
+        self.vectors = np.ascontiguousarray(method.search_vectors(self.raw, self.fit_state), dtype=np.float32)
+        self.index = faiss.IndexFlatIP(self.vectors.shape[1])
+        self.index.add(self.vectors)
+        self._row_of_path = {p: i for i, p in enumerate(self.paths)}
+
+    def _fitted_state(self):
+        stored = self.catalog.load_state(self.method.name, "fit")
+        if stored is not None and stored[1] == self.generation:
+            return stored[0]
+        state = self.method.fit(self.raw)
+        if state is not None:
+            self.catalog.save_state(self.method.name, "fit", state, self.generation)
+        return state
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def is_stale(self) -> bool:
+        return self.catalog.generation(self.method.name) != self.generation
+
+    def row_of(self, path: str) -> int | None:
+        return self._row_of_path.get(path)
+
+    def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None,
+               rerank: str = "none") -> list[SearchResult]:
+        """Best ``top`` results for a raw query descriptor, best first."""
+        if rerank not in RERANKERS:
+            raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
+        exclude = exclude or set()
+        n = len(self.ids)
+        qv = np.ascontiguousarray(self.method.search_vectors(query_raw[None, :], self.fit_state), dtype=np.float32)
+        k = min(n, max(top + len(exclude), self.shortlist) if (rerank != "none" or self._rescores()) else top + len(exclude))
+        scores, idx = self.index.search(qv, k)
+        scores, idx = scores[0], idx[0]
+        keep = idx >= 0
+        scores, idx = scores[keep], idx[keep]
+        exact = self.method.rescore(query_raw, self.raw[idx], self.fit_state)
+        if exact is not None:
+            order = np.argsort(-exact, kind="stable")
+            scores, idx = exact[order], idx[order]
+        if rerank != "none":
+            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx)
+        out = []
+        for s, i in zip(scores, idx):
+            p = self.paths[i]
+            if p in exclude:
+                continue
+            out.append(SearchResult(p, float(s), int(self.ids[i])))
+            if len(out) >= top:
+                break
+        return out
+
+    def _rescores(self) -> bool:
+        return type(self.method).rescore is not Method.rescore
