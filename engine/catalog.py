@@ -287,6 +287,10 @@ class CatalogStore:
         rows = self.query("SELECT path, id, size, mtime_ns, hash FROM images WHERE folder_id=?", (folder_id,))
         return {decode_path(r[0]): (r[1], r[2], r[3], r[4]) for r in rows}
 
+    def update_mtime(self, image_id: int, mtime_ns: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE images SET mtime_ns=? WHERE id=?", (mtime_ns, image_id))
+
     def has_descriptor(self, method: str) -> set[int]:
         return {r[0] for r in self.query("SELECT image_id FROM descriptors WHERE method=?", (method,))}
 

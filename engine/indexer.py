@@ -211,6 +211,10 @@ class Indexer:
                 k = known.get(f.path)
                 if k and (k[1], k[2]) == (f.size, f.mtime_ns) and k[0] in have:
                     report.unchanged += 1
+                elif k and k[1] == f.size and k[0] in have and self._same_content(f, k):
+                    # Touched but not edited (copied back, mtime reset): keep the descriptor.
+                    self.catalog.update_mtime(k[0], f.mtime_ns)
+                    report.unchanged += 1
                 elif f.path in failed and failed[f.path] == (f.size, f.mtime_ns):
                     report.failed.append((f.path, "unchanged since it failed before"))
                 else:
@@ -220,6 +224,13 @@ class Indexer:
             if stale_failures:
                 self.catalog.clear_failures(stale_failures)
         return todo, gone, errors
+
+    @staticmethod
+    def _same_content(f: FoundFile, known: tuple[int, int, int, str]) -> bool:
+        try:
+            return content_hash(f.path) == known[3]
+        except OSError:
+            return False
 
     def run(self, folders: Sequence[tuple[int, str]] | None = None,
             progress: Callable[[IndexProgress], None] | None = None,

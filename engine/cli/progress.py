@@ -17,8 +17,8 @@ def format_eta(seconds: float | None) -> str:
 
 
 class ProgressBar:
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self._last = 0.0
         self.tty = hasattr(stream, "isatty") and stream.isatty()
