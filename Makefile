@@ -18,7 +18,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 results: $(STAMP)
-	$(PY) main.py eval --all
+	$(PY) main.py eval --all --results-md docs/RESULTS.md
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -105,6 +105,9 @@ class Collection:
             prepared = self.catalog.load_state(name, "prepare")
             if prepared is not None:
                 m.set_prepared(prepared[0])
+            for kind in m.stored_state_kinds:
+                extra = self.catalog.load_state(name, kind)
+                m.set_stored_state(kind, None if extra is None else extra[0])
             self._methods[name] = m
             return m
 
@@ -115,8 +118,11 @@ class Collection:
     def index(self, method: str | None = None, folders: list[str] | None = None,
               progress: Callable[[IndexProgress], None] | None = None,
               cancel: threading.Event | None = None, batch_size: int = 8,
-              overrides: dict[str, Any] | None = None) -> IndexReport:
-        """Index the collection's folders (plus ``folders``, added first) with ``method``."""
+              overrides: dict[str, Any] | None = None, verify_hashes: bool | list[str] | set[str] = False) -> IndexReport:
+        """Index the collection's folders (plus ``folders``, added first) with ``method``.
+
+        ``verify_hashes``: also re-hash files whose size and mtime did not change (True: all;
+        or the paths :class:`engine.watcher.FolderWatcher` reported as edited in place)."""
         for f in folders or []:
             self.add_folder(f)
         if not self.catalog.folders():
@@ -126,7 +132,8 @@ class Collection:
         if self.catalog.get_meta("method") is None or method:
             self.catalog.set_meta("method", m.name)
         extractor = self.extractor_for(m)
-        report = Indexer(self.catalog, m, extractor, batch_size=batch_size).run(progress=progress, cancel=cancel)
+        report = Indexer(self.catalog, m, extractor, batch_size=batch_size,
+                         verify_hashes=verify_hashes).run(progress=progress, cancel=cancel)
         self.catalog.set_meta("last_indexed", str(time.time()))
         self._search.pop(m.name, None)
         return report

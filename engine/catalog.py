@@ -214,14 +214,22 @@ class CatalogStore:
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                    cur.execute("COMMIT")
+                except BaseException:
+                    # SQLite has already rolled back after some errors (disk full, I/O): a
+                    # second ROLLBACK would raise and hide the real error.
+                    if self._db.in_transaction:
+                        cur.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if "full" in str(exc).lower():  # "database or disk is full"
+                    raise LookalikeError(f"The disk holding the catalog ({self.dir}) is full; free some space "
+                                         f"and try again (finished photos are kept).") from None
                 raise
-            else:
-                cur.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
@@ -477,7 +485,13 @@ class CatalogStore:
     def save_state(self, method: str, kind: str, arrays: dict[str, np.ndarray], generation: int | None = None) -> None:
         """Store a learned state (``dict`` of arrays) as an ``.npz``; replaces the previous one."""
         rel = (Path("state") / f"{_safe(method)}-{_safe(kind)}-{time.time_ns()}.npz").as_posix()
-        atomic_write_bytes(self.dir / rel, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+        try:
+            atomic_write_bytes(self.dir / rel, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise LookalikeError(f"The disk holding the catalog ({self.dir}) is full; free some space and try "
+                                     f"again (the previous {kind} state of {method} is kept).") from None
+            raise
         gen = self.generation(method) if generation is None else generation
         with self.transaction() as cur:
             old = cur.execute("SELECT file FROM states WHERE method=? AND kind=?", (method, kind)).fetchone()

@@ -15,11 +15,13 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterable, Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .catalog import CatalogStore, NewImage, content_hash
@@ -150,44 +152,142 @@ class _Decoded:
     error: str | None = None
 
 
-def _decode(found: FoundFile, folder_id: int, side: int) -> _Decoded:
+def _header_metadata(path: str) -> tuple[int, int, float | None]:
+    """Upright ``(width, height)`` and EXIF date taken, from the file's header.
+
+    Called only after :func:`load_image` accepted the file (so never on a bomb). A PNG's
+    ``getexif()`` decodes all its pixels to look for an eXIf chunk after them; a PNG without
+    EXIF in its header is not asked (no second full decode).
+    """
+    with Image.open(path) as raw:
+        w, h = raw.size
+        if raw.format == "PNG" and "exif" not in raw.info:
+            return w, h, None
+        orientation = raw.getexif().get(0x0112, 1)
+        taken = date_taken(raw)
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return w, h, taken
+
+
+def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _Decoded:
+    """Decode one file; a file rewritten while it is read is read again (up to ``attempts``).
+
+    Pixels, hash and metadata are kept only when the file's (size, mtime) after reading
+    them equals the one before, so a descriptor never describes other bytes than the
+    stored hash and stat (which would make the next scan skip the new content).
+    """
     item = _Decoded(found, folder_id)
+    current = found
     try:
-        with Image.open(found.path) as raw:
-            w, h = raw.size
-            orientation = raw.getexif().get(0x0112, 1) if hasattr(raw, "getexif") else 1
-            taken = date_taken(raw)
-        if orientation in (5, 6, 7, 8):
-            w, h = h, w
-        img = load_image(found.path, side)
-        digest = content_hash(found.path)
-        st = os.stat(found.path)
-        if (st.st_size, st.st_mtime_ns) != (found.size, found.mtime_ns):
-            # Rewritten while we read it: describe what is there now.
-            found = FoundFile(found.path, st.st_size, st.st_mtime_ns)
-            item.found = found
+        for _ in range(attempts):
+            img = load_image(current.path, side)  # first: refuses bombs, readable reasons
+            w, h, taken = _header_metadata(current.path)
+            digest = content_hash(current.path)
+            st = os.stat(current.path)
+            after = FoundFile(current.path, st.st_size, st.st_mtime_ns)
+            if after == current:
+                break
+            current = after  # rewritten while we read it: read what is there now
+        else:
+            raise ImageLoadError(found.path, "the file kept changing while it was read; it will be indexed next time")
+        item.found = current
         item.image = img
-        item.record = NewImage(found.path, found.size, found.mtime_ns, digest, w, h, taken, folder_id)
+        item.record = NewImage(current.path, current.size, current.mtime_ns, digest, w, h, taken, folder_id)
     except ImageLoadError as exc:
         item.error = exc.reason
     except FileNotFoundError:
         item.error = "the file was deleted while indexing"
+    except PermissionError:
+        item.error = "permission denied when reading the file"
     except Exception as exc:  # any decoder bug becomes a recorded failure, not a crash
         item.error = f"could not be decoded: {exc.__class__.__name__}: {exc}"
     return item
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    torch_threads: int
+    decode_workers: int
+
+
+def plan_threads(device: torch.device, cores: int | None = None) -> ThreadPlan:
+    """How many torch intra-op threads and decode threads an indexing run uses.
+
+    Decode (Pillow, GIL released) and the forward pass run at the same time, so together
+    they must not ask for more threads than there are cores: on 2 cores torch's default
+    (2 OpenMP threads) plus a decode thread oversubscribes, and OpenMP threads that wait
+    for a descheduled sibling at every layer's barrier made indexing several times slower
+    (high system time). On the CPU: ``cores // 4`` decode threads (at least 1) and the
+    remaining cores for torch; on an accelerator the forward pass needs one host thread
+    and every other core decodes (indexing is then decode-bound). Measured in
+    docs/BENCHMARKS.md.
+    """
+    cores = cores or available_cores()
+    if device.type == "cpu":
+        decode = max(1, cores // 4)
+        return ThreadPlan(max(1, cores - decode), decode)
+    return ThreadPlan(1, max(1, cores - 1))
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads in this block, then restore the previous number."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+@contextmanager
+def _forward_batch(extractor, n: int | None) -> Iterator[None]:
+    if not n or not hasattr(extractor, "batch_size"):
+        yield
+        return
+    old = extractor.batch_size
+    extractor.batch_size = n
+    try:
+        yield
+    finally:
+        extractor.batch_size = old
 
 
 class Indexer:
     """Index folders of a catalog with one method."""
 
     def __init__(self, catalog: CatalogStore, method: Method, extractor, batch_size: int = 8,
-                 decode_workers: int = 2, prefetch_batches: int = 2):
+                 decode_workers: int | None = None, prefetch_batches: int = 2,
+                 torch_threads: int | None = None, forward_batch: int | None = None,
+                 verify_hashes: bool | Iterable[str] = False):
+        """``batch_size``: photos per catalog commit. ``decode_workers`` / ``torch_threads``:
+        None = :func:`plan_threads` for the extractor's device. ``forward_batch``: images per
+        forward pass during this run (None = the extractor's own ``batch_size``)."""
         self.catalog = catalog
         self.method = method
         self.extractor = extractor
         self.batch_size = batch_size
-        self.decode_workers = decode_workers
+        device = getattr(extractor, "device", None)
+        plan = plan_threads(device if isinstance(device, torch.device) else torch.device("cpu"))
+        self.decode_workers = decode_workers or plan.decode_workers
+        self.torch_threads = torch_threads or plan.torch_threads
+        self.forward_batch = forward_batch
         self.prefetch = prefetch_batches
+        # Also compare content hashes of files whose (size, mtime) did not change: True for
+        # every file, or a set of paths (e.g. from engine.watcher). Catches edits that kept
+        # the file's mtime and size (costs three 64 KiB reads per verified file).
+        self.verify_hashes = verify_hashes if isinstance(verify_hashes, bool) else frozenset(verify_hashes)
 
     def scan(self, folders: Sequence[tuple[int, str]], report: IndexReport
              ) -> tuple[list[tuple[FoundFile, int]], list[str], list[tuple[str, int, str]]]:
@@ -196,10 +296,16 @@ class Indexer:
         todo: list[tuple[FoundFile, int]] = []
         gone: list[str] = []
         errors: list[tuple[str, int, str]] = []
+        missing = [f for _i, f in folders if not os.path.isdir(f)]
+        if missing and len(missing) == len(folders):
+            raise LookalikeError(f"Folder not found: {missing[0]} (is the drive connected?). "
+                                 f"Remove it from the collection or reconnect it.")
         for folder_id, folder in folders:
-            if not os.path.isdir(folder):
-                raise LookalikeError(f"Folder not found: {folder} (is the drive connected?). "
-                                     f"Remove it from the collection or reconnect it.")
+            if folder in missing:
+                # One unplugged drive must not block the other folders; its photos are kept.
+                report.failed.append((folder, "folder not found (is the drive connected?); its photos are kept "
+                                              "in the catalog until it is reconnected or removed"))
+                continue
             known = self.catalog.known_files(folder_id)
             failed = self.catalog.failure_stat(folder_id)
             seen: set[str] = set()
@@ -209,7 +315,8 @@ class Indexer:
                     continue
                 seen.add(f.path)
                 k = known.get(f.path)
-                if k and (k[1], k[2]) == (f.size, f.mtime_ns) and k[0] in have:
+                if k and (k[1], k[2]) == (f.size, f.mtime_ns) and k[0] in have and not (
+                        self._must_verify(f.path) and not self._same_content(f, k)):
                     report.unchanged += 1
                 elif k and k[1] == f.size and k[0] in have and self._same_content(f, k):
                     # Touched but not edited (copied back, mtime reset): keep the descriptor.
@@ -224,6 +331,10 @@ class Indexer:
             if stale_failures:
                 self.catalog.clear_failures(stale_failures)
         return todo, gone, errors
+
+    def _must_verify(self, path: str) -> bool:
+        v = self.verify_hashes
+        return v if isinstance(v, bool) else path in v
 
     @staticmethod
     def _same_content(f: FoundFile, known: tuple[int, int, int, str]) -> bool:
@@ -247,8 +358,9 @@ class Indexer:
             if walk_errors:
                 self.catalog.record_failures([(p, fid, None, None, r) for p, fid, r in walk_errors])
                 report.failed.extend((p, r) for p, fid, r in walk_errors)
-            self._ensure_prepared(todo, emit)
-            self._compute(todo, report, emit, cancel, start)
+            with torch_threads(self.torch_threads), _forward_batch(self.extractor, self.forward_batch):
+                self._ensure_prepared(todo, emit)
+                self._compute(todo, report, emit, cancel, start)
         report.seconds = time.monotonic() - start
         emit(IndexProgress("finished", report.indexed, report.indexed, len(report.failed)))
         return report

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .ann import AnnConfig, build_vector_index
 from .catalog import CatalogStore
 from .errors import LookalikeError
 from .methods import Method
@@ -29,7 +30,10 @@ class SearchResult:
 class SearchIndex:
     """The faiss index of one method over one catalog, with the method's fitted state."""
 
-    def __init__(self, catalog: CatalogStore, method: Method, shortlist: int = 200):
+    def __init__(self, catalog: CatalogStore, method: Method, shortlist: int = 200,
+                 ann: AnnConfig | None = None):
+        """``ann``: exact vs approximate index settings (default :class:`AnnConfig`: exact up
+        to 100k photos, IVF-PQ with exact re-scoring above; see :mod:`engine.ann`)."""
         self.catalog = catalog
         self.method = method
         self.shortlist = shortlist
@@ -39,9 +43,9 @@ class SearchIndex:
             raise LookalikeError(f"No photos are indexed with method '{method.name}' in {catalog.dir}; run 'lookalike index' first.")
         self.fit_state = self._fitted_state()
         self.vectors = np.ascontiguousarray(method.search_vectors(self.raw, self.fit_state), dtype=np.float32)
-        self.index = faiss.IndexFlatIP(self.vectors.shape[1])
-        self.index.add(self.vectors)
+        self.index = build_vector_index(catalog, method.name, self.vectors, ann)
         self._row_of_path = {p: i for i, p in enumerate(self.paths)}
+        self.rerank_cache: dict = {}  # rerankers' derived structures (diffusion graph), this generation
 
     def _fitted_state(self):
         stored = self.catalog.load_state(self.method.name, "fit")
@@ -79,7 +83,7 @@ class SearchIndex:
             order = np.argsort(-exact, kind="stable")
             scores, idx = exact[order], idx[order]
         if rerank != "none":
-            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx)
+            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache)
         out = []
         for s, i in zip(scores, idx):
             p = self.paths[i]

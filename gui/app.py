@@ -1,11 +1,21 @@
-"""Application start-up: QApplication, main window, and the screenshot automation hook."""
+"""Application start-up: QApplication, main window, and the screenshot automation hook.
+
+``main.py gui --catalog DIR --query IMAGE --screenshot FILE.png [--overlay K] [--why N]``
+opens the window, runs the query, waits until the results, their visible thumbnails and
+the explanation are shown, saves a screenshot of the whole window and exits (0; 1 when it
+gave up waiting or the query failed, the screenshot is saved anyway).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+SCREENSHOT_TIMEOUT_S = 300
 
 
 def run_app(args: argparse.Namespace) -> int:
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
@@ -13,14 +23,63 @@ def run_app(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Lookalike")
     app.setOrganizationName("Lookalike")
+    app.setStyle("Fusion")  # follows the system's dark / light colour scheme (Qt >= 6.5)
     window = MainWindow(catalog_dir=args.catalog)
+    if getattr(args, "screenshot", None):
+        window.resize(1400, 860)
     window.show()
-    if args.screenshot:
+    overlay = getattr(args, "overlay", None)
+    if overlay:
+        window.set_overlay(overlay)
+    if getattr(args, "browse", None) and window.browse_view is not None:
+        window.tabs.setCurrentWidget(window.browse_view)
+        show = getattr(window.browse_view, "show_folder", None)
+        if show is not None:
+            show(args.browse)
+    if getattr(args, "duplicates", False) and window.duplicates_view is not None:
+        window.tabs.setCurrentWidget(window.duplicates_view)
+    if getattr(args, "query", None):
+        if getattr(args, "why", None):
+            window._pending_why_rank = int(args.why)
+        window.run_query(args.query)
+    if getattr(args, "screenshot", None):
+        shooter = _Shooter(app, window, args.screenshot, bool(getattr(args, "query", None)))
+        QTimer.singleShot(300, shooter.poll)
+    return app.exec()
+
+
+class _Shooter:
+    """Polls until the window is settled, then saves the screenshot and quits."""
+
+    def __init__(self, app, window, path: str, wants_results: bool):
+        self.app, self.window, self.path = app, window, path
+        self.wants_results = wants_results
+        self.start = time.monotonic()
+        self.calm = 0
+        self.status = 0
+
+    def settled(self) -> bool:
+        w = self.window
+        if w.busy():
+            return False
+        if self.wants_results and w.query is not None and w.model.total() == 0 and not w.last_error:
+            return False
+        # Painting requests the visible thumbnails; they must all be decoded.
+        w.grab()
+        return not w.thumbnails.pending() and w.model.thumbnails_loaded(w.visible_rows())
+
+    def poll(self) -> None:
         from PySide6.QtCore import QTimer
 
-        def shoot() -> None:
-            window.grab().save(args.screenshot)
-            app.quit()
-
-        QTimer.singleShot(500, shoot)
-    return app.exec()
+        timed_out = time.monotonic() - self.start > SCREENSHOT_TIMEOUT_S
+        self.calm = self.calm + 1 if self.settled() else 0
+        if self.calm < 3 and not timed_out:
+            QTimer.singleShot(200, self.poll)
+            return
+        if timed_out or self.window.last_error:
+            print(f"lookalike gui: {'gave up waiting' if timed_out else self.window.last_error}", file=sys.stderr)
+            self.status = 1
+        self.window.grab().save(self.path)
+        print(self.path)
+        self.window.close()
+        self.app.exit(self.status)

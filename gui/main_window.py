@@ -1,14 +1,1161 @@
-"""The main window (minimal in the foundation; the full GUI issue builds it out)."""
+"""The main window: collections, indexing, query, results grid, overlays and why-matched.
+
+The window never computes a descriptor: indexing runs in an :class:`IndexThread`, queries
+and explanations in a :class:`TaskRunner` pool, thumbnails in the :class:`ThumbnailProvider`
+pool; results come back through queued signals. Engine errors become a readable message
+in the banner at the top of the window.
+"""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QMainWindow
+import os
+import threading
+import time
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import QByteArray, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
+                               QDockWidget, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel,
+                               QLineEdit, QListView, QListWidget, QMainWindow, QMenu, QMessageBox, QProgressBar,
+                               QPushButton, QSlider, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from engine import paths
+from engine.api import Collection, list_methods
+from engine.images import crop_box, is_image_path, load_image
+
+from .overlays import OVERLAY_KINDS, LegendLabel, Overlay, OverlayView
+from .results_model import PathRole, ResultItem, ResultsModel
+from .thumbnails import ThumbnailProvider, pil_to_qimage
+from .why_panel import WhyData, WhyPanel, side_overlay
+from .workers import IndexThread, IndexWorker, TaskRunner, readable_error
+
+MAX_RESULTS = 10000
+DISPLAY_SIDE = 1024  # longest side of the query / result pictures shown in the overlay views
+THUMB_SIZES = (96, 128, 160, 200, 256, 320)
+# Rough CPU speeds (images/s) per method cost hint, for the estimate before (re)indexing,
+# until a real run of that method measured the speed on this machine.
+COST_SPEED = {"fast": 8.0, "medium": 3.0, "slow": 1.0}
+
+
+def settings_path() -> Path:
+    return paths.config_dir() / "lookalike.ini"
+
+
+def open_settings() -> QSettings:
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+def detected_gpu() -> str | None:
+    """Name of the accelerator ``auto`` would use, or None (CPU only)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "Apple Metal (MPS)"
+    except Exception:
+        return None
+    return None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _settings_key(path: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in path)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, catalog_dir: str | None = None):
+    """Lookalike's window. ``catalog_dir`` opens that collection (else the last one used)."""
+
+    query_finished = Signal()  # results (or an error) are shown
+    explain_finished = Signal()
+    adapt_finished = Signal()  # "Adapt to my photos" ended (kept, not kept, cancelled or failed)
+    index_finished = Signal(object)  # IndexReport, or None after an error
+
+    def __init__(self, catalog_dir: str | None = None, settings: QSettings | None = None,
+                 index_batch_size: int = 8, confirm: bool = True, index_overrides: dict | None = None):
         super().__init__()
         self.setWindowTitle("Lookalike")
-        self.catalog_dir = catalog_dir
-        label = QLabel("Drop a photo here to find similar ones.")
-        self.setCentralWidget(label)
-        self.resize(1000, 700)
+        self.setAcceptDrops(True)
+        self.settings = settings or open_settings()
+        self.index_batch_size = index_batch_size
+        self.index_overrides = index_overrides  # method settings for new indexes (tests: a small image_side)
+        self.confirm = confirm  # ask before (re)indexing after a method change
+        self.collection: Collection | None = None
+        self.index_thread: IndexThread | None = None
+        self.index_worker: IndexWorker | None = None
+        self.last_report = None
+        self.failed_files: list[tuple[str, str]] = []
+        self.query: str | Image.Image | None = None
+        self.query_label = ""
+        self.query_image: QImage | None = None
+        self.query_box: tuple[int, int, int, int] | None = None
+        self.query_box_mode = "image"
+        self._adapt_cancel: threading.Event | None = None
+        self.explained_result: str | None = None
+        self.why: WhyData | None = None
+        self.last_error = ""
+        self._pending_why_rank: int | None = None
+        self.thumbnails = ThumbnailProvider(self)
+        self.tasks = TaskRunner(self)
+        self.model = ResultsModel(self.thumbnails, self)
+        self._build_ui()
+        self._build_actions()
+        self._restore_settings()
+        self._add_extra_tabs()
+        self.open_collection(catalog_dir or self.settings.value("last_collection") or str(paths.default_catalog_dir()))
+
+    # ================================================================== UI construction
+    def _build_ui(self) -> None:
+        # --- banner for messages
+        self.banner = QFrame()
+        self.banner.setObjectName("banner")
+        self.banner.setStyleSheet("#banner { background: #b3261e; border-radius: 4px; } "
+                                  "#banner QLabel { color: white; } #banner[info=\"true\"] { background: #2b6cb0; }")
+        bl = QHBoxLayout(self.banner)
+        bl.setContentsMargins(8, 4, 8, 4)
+        self.banner_text = QLabel()
+        self.banner_text.setWordWrap(True)
+        self.banner_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.clicked.connect(self.hide_message)
+        bl.addWidget(self.banner_text, 1)
+        bl.addWidget(close)
+        self.banner.hide()
+
+        # --- query side: picture with overlays
+        self.query_view = OverlayView()
+        self.query_view.set_placeholder("Drop a photo here, paste one (Ctrl+V)\nor open one (Ctrl+O) to find similar photos.")
+        self.query_caption = QLabel("No query yet")
+        self.query_caption.setWordWrap(True)
+        self.overlay_combo = QComboBox()
+        for k in OVERLAY_KINDS:
+            self.overlay_combo.addItem(k.capitalize() if k != "cam" else "CAM", k)
+        self.overlay_combo.setToolTip("Overlay on the query (and in Why matched): R-MAC regions, clusters or CAM")
+        self.overlay_combo.currentIndexChanged.connect(self._on_overlay_changed)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(60)
+        self.opacity_slider.setToolTip("Overlay opacity")
+        self.opacity_slider.valueChanged.connect(self._on_opacity_changed)
+        self.legend = LegendLabel()
+        self.opacity_slider.setMinimumWidth(80)
+        ov_row = QHBoxLayout()
+        ov_row.addWidget(QLabel("Overlay"))
+        ov_row.addWidget(self.overlay_combo)
+        ov_row.addWidget(QLabel("Opacity"))
+        ov_row.addWidget(self.opacity_slider, 1)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self.query_caption)
+        ll.addWidget(self.query_view, 1)
+        ll.addLayout(ov_row)
+        ll.addWidget(self.legend)
+
+        # --- results page
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter by path (Ctrl+F)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self._on_filter_changed)
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, 100)
+        self.threshold_slider.setToolTip("Hide results less similar than this (the slider spans the scores of "
+                                         "the current results: methods differ in their score ranges)")
+        self.score_range = (0.0, 1.0)
+        self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
+        self.threshold_label = QLabel("all")
+        self.count_label = QLabel("")
+        self.hide_dups = QCheckBox("Hide near-duplicates of the query")
+        self.hide_dups.toggled.connect(self._on_hide_dups)
+        self.sort_combo = QComboBox()
+        self.sort_combo.addItem("Sort by score", ResultsModel.SORT_SCORE)
+        self.sort_combo.addItem("Sort by date", ResultsModel.SORT_DATE)
+        self.sort_combo.currentIndexChanged.connect(self._on_sort_changed)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.filter_edit, 1)
+        row1.addWidget(self.sort_combo)
+        row1.addWidget(self.hide_dups)
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("Similarity"))
+        row2.addWidget(self.threshold_slider, 1)
+        row2.addWidget(self.threshold_label)
+        row2.addWidget(self.count_label)
+        self.results_view = QListView()
+        self.results_view.setViewMode(QListView.ViewMode.IconMode)
+        self.results_view.setResizeMode(QListView.ResizeMode.Adjust)
+        self.results_view.setMovement(QListView.Movement.Static)
+        self.results_view.setUniformItemSizes(True)  # constant-time layout for 10,000 results
+        self.results_view.setLayoutMode(QListView.LayoutMode.Batched)
+        self.results_view.setBatchSize(200)
+        self.results_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.results_view.setDragEnabled(True)
+        self.results_view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.results_view.setAcceptDrops(False)
+        self.results_view.setWordWrap(False)
+        self.results_view.setSpacing(4)
+        self.results_view.setModel(self.model)
+        self.results_view.doubleClicked.connect(self._on_double_click)
+        self.results_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.results_view.customContextMenuRequested.connect(self._on_context_menu)
+        self.results_view.selectionModel().currentChanged.connect(self._on_current_result)
+        results_page = QWidget()
+        rl = QVBoxLayout(results_page)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addLayout(row1)
+        rl.addLayout(row2)
+        rl.addWidget(self.results_view, 1)
+        self.why_panel = WhyPanel()
+        self.right_tabs = QTabWidget()
+        self.right_tabs.addTab(results_page, "Results")
+        self.right_tabs.addTab(self.why_panel, "Why matched")
+
+        self.search_split = QSplitter(Qt.Orientation.Horizontal)
+        self.search_split.addWidget(left)
+        self.search_split.addWidget(self.right_tabs)
+        self.search_split.setStretchFactor(0, 2)
+        self.search_split.setStretchFactor(1, 3)
+        self.search_split.setSizes([430, 870])
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.search_split, "Search")
+
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(6, 6, 6, 6)
+        cl.addWidget(self.banner)
+        cl.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        # --- collection dock
+        self.collection_combo = QComboBox()
+        self.collection_combo.setToolTip("Each collection has its own catalog")
+        self.collection_combo.activated.connect(self._on_collection_chosen)
+        new_col = QPushButton("New…")
+        new_col.clicked.connect(self._new_collection)
+        forget_col = QPushButton("Forget")
+        forget_col.setToolTip("Remove this collection from the list (its catalog stays on disk)")
+        forget_col.clicked.connect(self._forget_collection)
+        self.folder_list = QListWidget()
+        self.folder_list.setToolTip("Photo folders of this collection (drop a folder on the window to add it)")
+        add_folder = QPushButton("Add folder…")
+        add_folder.clicked.connect(self._choose_folder)
+        self.remove_folder_button = QPushButton("Remove folder")
+        self.remove_folder_button.clicked.connect(self._remove_selected_folder)
+        self.index_button = QPushButton("Index now")
+        self.index_button.clicked.connect(lambda: self.start_index())
+        self.info_images = QLabel("-")
+        self.info_method = QLabel("-")
+        self.info_last = QLabel("-")
+        self.failed_button = QPushButton("0 failed")
+        self.failed_button.setFlat(True)
+        self.failed_button.setToolTip("Show the files that could not be indexed, with the reason")
+        self.failed_button.clicked.connect(self.show_failures)
+        dock_w = QWidget()
+        dl = QVBoxLayout(dock_w)
+        crow = QHBoxLayout()
+        crow.addWidget(self.collection_combo, 1)
+        crow.addWidget(new_col)
+        crow.addWidget(forget_col)
+        dl.addLayout(crow)
+        dl.addWidget(QLabel("Folders"))
+        dl.addWidget(self.folder_list, 1)
+        frow = QHBoxLayout()
+        frow.addWidget(add_folder)
+        frow.addWidget(self.remove_folder_button)
+        dl.addLayout(frow)
+        form = QFormLayout()
+        form.addRow("Images", self.info_images)
+        form.addRow("Indexed with", self.info_method)
+        form.addRow("Last indexed", self.info_last)
+        form.addRow("Failed", self.failed_button)
+        dl.addLayout(form)
+        dl.addWidget(self.index_button)
+        self.dock = QDockWidget("Collection", self)
+        self.dock.setObjectName("collection_dock")
+        self.dock.setWidget(dock_w)
+        self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.dock)
+
+        # --- toolbar: method and device
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        self.method_combo = QComboBox()
+        for m in list_methods():
+            self.method_combo.addItem(f"{m['name']} ({m['cost']})", m["name"])
+            self.method_combo.setItemData(self.method_combo.count() - 1, m["description"], Qt.ItemDataRole.ToolTipRole)
+        self.method_combo.activated.connect(self._on_method_chosen)
+        self.device_combo = QComboBox()
+        gpu = detected_gpu()
+        self.gpu_name = gpu
+        self.device_combo.addItem(f"Auto ({gpu})" if gpu else "Auto (CPU: no GPU found)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        self.device_combo.addItem(f"GPU: {gpu}" if gpu else "GPU (none detected)", "cuda")
+        if not gpu:
+            self.device_combo.model().item(2).setEnabled(False)
+        self.device_combo.activated.connect(self._on_device_chosen)
+        open_btn = QAction("Open query…", self)
+        open_btn.triggered.connect(self.open_query_dialog)
+        tb.addAction(open_btn)
+        tb.addSeparator()
+        tb.addWidget(QLabel(" Method "))
+        tb.addWidget(self.method_combo)
+        tb.addWidget(QLabel("  Device "))
+        tb.addWidget(self.device_combo)
+
+        # --- status bar: indexing progress
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress_label = QLabel("")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.toggled.connect(self._on_pause)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop indexing (Esc); finished photos are kept")
+        self.cancel_button.clicked.connect(self.cancel_index)
+        sb = self.statusBar()
+        sb.addPermanentWidget(self.progress_label)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.pause_button)
+        sb.addPermanentWidget(self.cancel_button)
+        self._show_progress(False)
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        act = QAction("&Open query…", self)
+        act.setShortcut(QKeySequence.StandardKey.Open)
+        act.triggered.connect(self.open_query_dialog)
+        menu.addAction(act)
+        act = QAction("&Paste query", self)
+        act.setShortcut(QKeySequence.StandardKey.Paste)
+        act.triggered.connect(self.paste_query)
+        menu.addAction(act)
+        act = QAction("Add photo &folder…", self)
+        act.triggered.connect(self._choose_folder)
+        menu.addAction(act)
+        menu.addSeparator()
+        act = QAction("&Adapt to my photos…", self)
+        act.setToolTip("Self-supervised training of the current method's head on this collection "
+                       "(ACTNET and DARAC methods); kept only if it helps on held-out photos")
+        act.triggered.connect(self.adapt_to_collection)
+        menu.addAction(act)
+        self.adapt_action = act
+        menu.addSeparator()
+        act = QAction("&Quit", self)
+        act.setShortcut(QKeySequence.StandardKey.Quit)
+        act.triggered.connect(self.close)
+        menu.addAction(act)
+        view = self.menuBar().addMenu("&View")
+        for text, keys, slot in (("Bigger thumbnails", ["+", "="], lambda: self.change_thumb_size(+1)),
+                                 ("Smaller thumbnails", ["-"], lambda: self.change_thumb_size(-1))):
+            act = QAction(text, self)
+            act.setShortcuts([QKeySequence(k) for k in keys])
+            act.triggered.connect(slot)
+            view.addAction(act)
+        for keys, slot in ((QKeySequence.StandardKey.Find, self.focus_filter),
+                           (QKeySequence(Qt.Key.Key_Escape), self.escape)):
+            sc = QShortcut(keys, self)
+            sc.activated.connect(slot)
+
+    def _add_extra_tabs(self) -> None:
+        """Browse and Duplicates tabs, when those views are installed."""
+        self.browse_view = self.duplicates_view = None
+        for attr, module, cls, title in (("browse_view", "gui.browse_view", "BrowseView", "Browse"),
+                                         ("duplicates_view", "gui.duplicates_view", "DuplicatesView", "Duplicates")):
+            try:
+                mod = __import__(module, fromlist=[cls])
+                view = getattr(mod, cls)(lambda: self.collection, self.thumbnails, self)
+            except ImportError:
+                continue
+            except Exception as exc:  # a broken optional view must not take the window down
+                self.show_message(f"The {title} view could not be opened: {readable_error(exc)}")
+                continue
+            setattr(self, attr, view)
+            self.tabs.addTab(view, title)
+            sig = getattr(view, "find_similar", None)
+            if sig is not None:
+                sig.connect(self._find_similar)
+            region_sig = getattr(view, "find_similar_region", None)
+            if region_sig is not None:
+                region_sig.connect(self._find_similar_region)
+
+    def _find_similar(self, path: str) -> None:
+        self.tabs.setCurrentIndex(0)
+        self.run_query(path)
+
+    def _find_similar_region(self, path: str, box: tuple, box_mode: str) -> None:
+        """A box dragged in the viewer: query with that region (crop image or activations)."""
+        self.tabs.setCurrentIndex(0)
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        how = "activations" if box_mode == "activations" else "image"
+        self.run_query(path, f"{os.path.basename(path)} [{x1},{y1},{x2},{y2}] ({how} crop)",
+                       box=(x1, y1, x2, y2), box_mode=box_mode)
+
+    # ================================================================== settings
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geo = s.value("window/geometry")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1280, 820)
+        state = s.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        size = int(s.value("thumb_size", 160))
+        self.model.set_thumb_size(size if size in THUMB_SIZES else 160)
+        self._apply_thumb_size()
+        device = s.value("device", "auto")
+        i = self.device_combo.findData(device)
+        if i >= 0 and self.device_combo.model().item(i).isEnabled():
+            self.device_combo.setCurrentIndex(i)
+        self.opacity_slider.setValue(int(s.value("overlay_opacity", 60)))
+        i = self.overlay_combo.findData(s.value("overlay", "regions"))
+        self.overlay_combo.setCurrentIndex(max(0, i))
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("thumb_size", self.model.thumb_size)
+        s.setValue("device", self.device_combo.currentData())
+        s.setValue("overlay_opacity", self.opacity_slider.value())
+        s.setValue("overlay", self.overlay_combo.currentData())
+        if self.collection is not None:
+            s.setValue("last_collection", str(self.collection.directory))
+            s.setValue("method", self.collection.active_method)
+        s.sync()
+
+    def known_collections(self) -> list[str]:
+        v = self.settings.value("collections", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    # ================================================================== messages
+    def show_message(self, text: str, info: bool = False) -> None:
+        self.last_error = "" if info else text
+        self.banner.setProperty("info", "true" if info else "false")
+        self.banner.style().unpolish(self.banner)
+        self.banner.style().polish(self.banner)
+        self.banner_text.setText(text)
+        self.banner.show()
+
+    def hide_message(self) -> None:
+        self.banner.hide()
+
+    # ================================================================== collections
+    def open_collection(self, directory: str) -> bool:
+        if self.is_indexing():
+            self.show_message("Wait for indexing to finish (or cancel it) before switching collections.")
+            return False
+        try:
+            col = Collection.open(directory, device=self.device_combo.currentData() or "auto")
+        except Exception as exc:
+            self.show_message(f"Cannot open the collection {directory}: {readable_error(exc)}")
+            self._refresh_collection_combo()
+            return False
+        if self.collection is not None:
+            self.collection.close()
+        self.collection = col
+        d = str(col.directory)
+        known = self.known_collections()
+        if d not in known:
+            self.settings.setValue("collections", known + [d])
+        self.settings.setValue("last_collection", d)
+        self._refresh_collection_combo()
+        self.refresh_collection_info()
+        self.model.clear()
+        self.why_panel.clear()
+        resume = self.settings.value(f"resume/{_settings_key(d)}")
+        if resume and col.folders():
+            self.show_message(f"Resuming the interrupted indexing of this collection with {resume}.", info=True)
+            QTimer.singleShot(0, lambda m=str(resume): self.start_index(m))
+        return True
+
+    def _refresh_collection_combo(self) -> None:
+        self.collection_combo.blockSignals(True)
+        self.collection_combo.clear()
+        for d in self.known_collections():
+            self.collection_combo.addItem(Path(d).name or d, d)
+            self.collection_combo.setItemData(self.collection_combo.count() - 1, d, Qt.ItemDataRole.ToolTipRole)
+        if self.collection is not None:
+            self.collection_combo.setCurrentIndex(self.collection_combo.findData(str(self.collection.directory)))
+        self.collection_combo.blockSignals(False)
+
+    def _on_collection_chosen(self, index: int) -> None:
+        d = self.collection_combo.itemData(index)
+        if d and (self.collection is None or d != str(self.collection.directory)):
+            self.open_collection(d)
+
+    def _new_collection(self) -> None:
+        name, ok = QInputDialog.getText(self, "New collection", "Name of the new collection:")
+        if ok and name.strip():
+            safe = "".join(c if c.isalnum() or c in "-_ " else "_" for c in name.strip())
+            self.open_collection(str(paths.data_home() / "collections" / safe))
+
+    def _forget_collection(self) -> None:
+        if self.collection is None:
+            return
+        d = str(self.collection.directory)
+        self.settings.setValue("collections", [c for c in self.known_collections() if c != d])
+        self._refresh_collection_combo()
+
+    def refresh_collection_info(self) -> None:
+        col = self.collection
+        self.folder_list.clear()
+        if col is None:
+            return
+        try:
+            st = col.status()
+        except Exception as exc:
+            self.show_message(readable_error(exc))
+            return
+        self.folder_list.addItems(st["folders"])
+        counts = {m["name"]: m["descriptors"] for m in st["methods"]}
+        self.info_images.setText(str(st["images"]))
+        active = st["active_method"]
+        self.info_method.setText(f"{active} ({counts.get(active, 0)} descriptors)")
+        self.info_last.setText(time.strftime("%Y-%m-%d %H:%M", time.localtime(st["last_indexed"]))
+                               if st["last_indexed"] else "never")
+        self.failed_files = [(f["path"], f["reason"]) for f in st["failed"]]
+        self.failed_button.setText(f"{len(self.failed_files)} failed" + (" – show" if self.failed_files else ""))
+        self.failed_button.setEnabled(bool(self.failed_files))
+        i = self.method_combo.findData(active)
+        if i >= 0:
+            self.method_combo.setCurrentIndex(i)
+
+    def add_folder(self, folder: str, index: bool = True) -> None:
+        if self.collection is None:
+            return
+        try:
+            self.collection.add_folder(folder)
+        except Exception as exc:
+            self.show_message(readable_error(exc))
+            return
+        self.refresh_collection_info()
+        if index:
+            self.start_index()
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a photo folder")
+        if folder:
+            self.add_folder(folder)
+
+    def _remove_selected_folder(self) -> None:
+        item = self.folder_list.currentItem()
+        if item is None or self.collection is None:
+            return
+        if self.is_indexing():
+            self.show_message("Cancel indexing before removing a folder.")
+            return
+        try:
+            self.collection.remove_folder(item.text())
+        except Exception as exc:
+            self.show_message(readable_error(exc))
+        self.refresh_collection_info()
+
+    def show_failures(self) -> None:
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Files that could not be indexed")
+        table = QTableWidget(len(self.failed_files), 2)
+        table.setHorizontalHeaderLabels(["File", "Reason"])
+        for r, (p, reason) in enumerate(self.failed_files):
+            table.setItem(r, 0, QTableWidgetItem(p))
+            table.setItem(r, 1, QTableWidgetItem(reason))
+        table.resizeColumnsToContents()
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dlg.reject)
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(table)
+        lay.addWidget(buttons)
+        dlg.resize(800, 400)
+        dlg.show()
+        self.failures_dialog = dlg
+
+    # ================================================================== method and device
+    def _on_method_chosen(self, index: int) -> None:
+        name = self.method_combo.itemData(index)
+        col = self.collection
+        if col is None or not name or name == col.active_method:
+            return
+        counts = {n: c for n, c, _g in col.catalog.methods()}
+        if counts.get(name, 0) >= col.catalog.image_count() > 0:
+            col.set_active_method(name)
+            self.refresh_collection_info()
+            self.rerun_query()
+            return
+        if not col.folders():
+            col.set_active_method(name)
+            self.refresh_collection_info()
+            return
+        n = max(col.catalog.image_count() - counts.get(name, 0), 0)
+        if self.confirm:
+            rate = float(self.settings.value(f"speed/{name}", 0) or 0)
+            cost = next((m["cost"] for m in list_methods() if m["name"] == name), "fast")
+            speed = rate or COST_SPEED.get(cost, 3.0)
+            how = "measured" if rate else f"rough guess for a '{cost}' method"
+            text = (f"Index {n or 'the'} photos of this collection with {name}?\n"
+                    f"Estimated time: about {format_duration(n / speed) if n else '?'} ({speed:.1f} images/s, {how}).")
+            if QMessageBox.question(self, "Index with another method", text) != QMessageBox.StandardButton.Yes:
+                self.method_combo.setCurrentIndex(self.method_combo.findData(col.active_method))
+                return
+        self.start_index(name)
+
+    def _on_device_chosen(self, index: int) -> None:
+        device = self.device_combo.itemData(index)
+        if self.collection is not None:
+            self.collection.device = device
+        self.settings.setValue("device", device)
+
+    # ================================================================== indexing
+    def is_indexing(self) -> bool:
+        return self.index_thread is not None
+
+    def start_index(self, method: str | None = None) -> bool:
+        col = self.collection
+        if col is None or self.is_indexing():
+            return False
+        if not col.folders():
+            self.show_message("This collection has no folders yet: add a photo folder (or drop one on the window).")
+            return False
+        method = method or col.active_method
+        overrides = self.index_overrides if col.catalog.method_config(method) is None else None
+        worker = IndexWorker(col, method, self.index_batch_size, overrides)
+        thread = IndexThread(worker, self)
+        worker.progress.connect(self._on_index_progress)
+        worker.file_failed.connect(self._on_file_failed)
+        worker.finished.connect(self._on_index_finished)
+        worker.error.connect(self._on_index_error)
+        thread.finished.connect(self._on_thread_done)
+        self.index_worker, self.index_thread = worker, thread
+        self.settings.setValue(f"resume/{_settings_key(str(col.directory))}", method)
+        self.settings.sync()
+        self.pause_button.setChecked(False)
+        self.progress.setRange(0, 0)
+        self.progress_label.setText(f"Indexing with {method}: scanning folders…")
+        self._show_progress(True)
+        self.index_button.setEnabled(False)
+        thread.start()
+        return True
+
+    def _show_progress(self, on: bool) -> None:
+        for w in (self.progress, self.progress_label, self.pause_button, self.cancel_button):
+            w.setVisible(on)
+
+    def pause_index(self, paused: bool = True) -> None:
+        self.pause_button.setChecked(paused)
+
+    def _on_pause(self, paused: bool) -> None:
+        if self.index_worker is not None:
+            self.index_worker.set_paused(paused)
+            self.pause_button.setText("Resume" if paused else "Pause")
+            if paused:
+                self.progress_label.setText(self.progress_label.text() + " (paused)")
+
+    def cancel_index(self) -> None:
+        if self.index_worker is not None:
+            self.index_worker.cancel()
+            self.progress_label.setText("Cancelling after the current batch…")
+
+    def _on_index_progress(self, p) -> None:
+        if self.index_worker is None:
+            return
+        if p.phase == "scanning":
+            self.progress.setRange(0, 0)
+            self.progress_label.setText("Scanning folders…")
+        elif p.phase == "preparing":
+            self.progress.setRange(0, 0)
+            self.progress_label.setText("Learning the method's settings on a sample…")
+        elif p.phase == "indexing":
+            self.progress.setRange(0, max(1, p.total))
+            self.progress.setValue(p.done)
+            failed = f" · {p.failed} failed" if p.failed else ""
+            self.progress_label.setText(f"{p.done}/{p.total} photos · {p.images_per_s:.1f} images/s · "
+                                        f"ETA {format_duration(p.eta_s)}{failed}")
+            if p.images_per_s > 0 and self.index_worker.method:
+                self.settings.setValue(f"speed/{self.index_worker.method}", round(p.images_per_s, 2))
+
+    def _on_file_failed(self, path: str, reason: str) -> None:
+        self.statusBar().showMessage(f"Could not index {os.path.basename(path)}: {reason}", 8000)
+
+    def _on_index_finished(self, report) -> None:
+        self.last_report = report
+        col = self.collection
+        if col is not None and not report.cancelled:
+            self.settings.remove(f"resume/{_settings_key(str(col.directory))}")
+        msg = (f"Indexed {report.indexed} new photos ({report.unchanged} unchanged, {report.removed} removed"
+               f"{', ' + str(len(report.failed)) + ' failed' if report.failed else ''}) in {report.seconds:.1f} s")
+        if report.cancelled:
+            msg = "Indexing cancelled: " + msg + ". It resumes where it stopped next time."
+        self.statusBar().showMessage(msg, 15000)
+        self._index_done(report)
+        if not report.cancelled and self.query is not None:
+            self.rerun_query()
+
+    def _on_index_error(self, message: str) -> None:
+        self.show_message(f"Indexing failed: {message}")
+        self._index_done(None)
+
+    def _index_done(self, report) -> None:
+        self._show_progress(False)
+        self.index_button.setEnabled(True)
+        self.refresh_collection_info()
+        self.index_finished.emit(report)
+
+    def _on_thread_done(self) -> None:
+        thread = self.index_thread
+        self.index_thread = None
+        self.index_worker = None
+        if thread is not None:
+            thread.deleteLater()
+
+    def wait_index(self, msecs: int = 120000) -> bool:
+        """Block until the indexing thread ended (tests, shutdown)."""
+        return self.index_thread is None or self.index_thread.wait(msecs)
+
+    # ================================================================== queries
+    def open_query_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Find photos similar to…", "",
+                                              "Images (*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff *.heic);;All files (*)")
+        if path:
+            self.run_query(path)
+
+    def paste_query(self) -> None:
+        cb = QGuiApplication.clipboard()
+        mime = cb.mimeData()
+        if mime is not None and mime.hasUrls():
+            self._handle_urls(mime.urls())
+            return
+        img = cb.image()
+        if not img.isNull():
+            self.run_query(qimage_to_pil(img), label="pasted image")
+            return
+        text = (cb.text() or "").strip().strip('"')
+        if text.startswith("file://"):
+            text = QUrl(text).toLocalFile()
+        if text and os.path.isdir(text):
+            self.add_folder(text)
+        elif text and os.path.exists(text):
+            self.run_query(text)
+        else:
+            self.show_message("The clipboard holds no image and no path of an existing image file.")
+
+    def run_query(self, query: str | Image.Image, label: str | None = None,
+                  box: tuple[int, int, int, int] | None = None, box_mode: str = "image") -> None:
+        """Search the collection for ``query`` (a path or an image), off the UI thread.
+
+        ``box`` (x1, y1, x2, y2 in upright full-size pixels) restricts the query to a region,
+        described by cropping the image or, where the method supports it, its activations.
+        """
+        col = self.collection
+        if col is None:
+            self.show_message("Open or create a collection first.")
+            return
+        if isinstance(query, (str, os.PathLike)):
+            query = os.path.abspath(os.fspath(query))
+        self.query = query
+        self.query_box, self.query_box_mode = box, box_mode
+        self.query_label = label or (query if isinstance(query, str) else "pasted image")
+        self.query_caption.setText(f"Query: {self.query_label} (searching…)")
+        self.explained_result = None
+        self.why = None
+        self.hide_message()
+        n = max(1, min(col.catalog.image_count(), MAX_RESULTS))
+
+        def work():
+            if isinstance(query, Image.Image):
+                img = query
+            elif box is None:
+                img = load_image(query, DISPLAY_SIDE)
+            else:  # the box is in full-size pixels: decode full size, show the region
+                img = load_image(query)
+            if box is not None:
+                img = crop_box(img, box)
+            display = pil_to_qimage(img if max(img.size) <= DISPLAY_SIDE else img.resize(
+                (max(1, img.width * DISPLAY_SIDE // max(img.size)), max(1, img.height * DISPLAY_SIDE // max(img.size)))))
+            results = col.search(query, top=n, box=box, box_mode=box_mode)
+            dates = {r.path: (r.taken or r.mtime_ns / 1e9) for r in col.catalog.images()}
+            items = [ResultItem(r.path, r.score, i + 1, dates.get(r.path, 0.0)) for i, r in enumerate(results)]
+            return display, items
+
+        self.tasks.start("query", work, self._on_query_done, self._on_query_error)
+
+    def rerun_query(self) -> None:
+        if self.query is not None:
+            self.run_query(self.query, self.query_label, self.query_box, self.query_box_mode)
+
+    def _on_query_done(self, value) -> None:
+        display, items = value
+        self.query_image = display
+        self.query_view.set_photo(QPixmap.fromImage(display))
+        self.query_caption.setText(f"Query: {self.query_label}")
+        qpath = self.query if isinstance(self.query, str) else None
+        if items:
+            self.score_range = (min(it.score for it in items), max(it.score for it in items))
+        self.model.set_results(items, qpath)
+        self._on_threshold_changed(self.threshold_slider.value())
+        self._update_count()
+        self.right_tabs.setCurrentIndex(0)
+        self.query_finished.emit()
+        target = self._pending_why_rank
+        self._pending_why_rank = None
+        if target is not None:
+            self.show_why(target)
+        else:
+            first = next((it for it in items if it.path != qpath), None)
+            if first is not None:
+                self.explain(first.path, first.score)
+            else:
+                self.why_panel.clear("No other photo to compare with.")
+
+    def _on_query_error(self, message: str) -> None:
+        self.query_caption.setText(f"Query: {self.query_label} (failed)")
+        self.query_view.set_photo(None)
+        self.query_view.set_placeholder("This query could not be used.")
+        self.model.clear()
+        self._update_count()
+        where = "" if self.query_label in message else f" {self.query_label}"
+        self.show_message(f"Cannot search with this query{where}: {message}")
+        self.query = None
+        self.query_finished.emit()
+
+    # ================================================================== results view
+    def _update_count(self) -> None:
+        shown, total = self.model.rowCount(), self.model.total()
+        self.count_label.setText(f"{shown} of {total} results")
+
+    def slider_threshold(self, value: int) -> float:
+        """Score threshold of slider position ``value`` (0 = lowest score shown, 100 = highest)."""
+        lo, hi = self.score_range
+        return -float("inf") if value <= 0 else lo + (hi - lo) * value / 100
+
+    def _on_threshold_changed(self, value: int) -> None:
+        t = self.slider_threshold(value)
+        self.threshold_label.setText("all" if value <= 0 else f"≥ {t:.3f}")
+        self.model.set_threshold(t)
+        self._update_count()
+
+    def set_threshold(self, value: float) -> None:
+        """Move the slider to the position nearest to score ``value``."""
+        lo, hi = self.score_range
+        self.threshold_slider.setValue(int(round(100 * (value - lo) / (hi - lo))) if hi > lo else 0)
+
+    def _on_hide_dups(self, on: bool) -> None:
+        self.model.set_hide_near_duplicates(on)
+        self._update_count()
+
+    def _on_sort_changed(self, _i: int) -> None:
+        self.model.set_sort(self.sort_combo.currentData())
+
+    def _on_filter_changed(self, text: str) -> None:
+        self.model.set_text_filter(text)
+        self._update_count()
+
+    def focus_filter(self) -> None:
+        self.tabs.setCurrentIndex(0)
+        self.right_tabs.setCurrentIndex(0)
+        self.filter_edit.setFocus()
+        self.filter_edit.selectAll()
+
+    def escape(self) -> None:
+        if self.is_indexing():
+            self.cancel_index()
+        elif self._adapt_cancel is not None:
+            self._adapt_cancel.set()
+        elif self.filter_edit.text():
+            self.filter_edit.clear()
+
+    def change_thumb_size(self, step: int) -> None:
+        i = min(range(len(THUMB_SIZES)), key=lambda k: abs(THUMB_SIZES[k] - self.model.thumb_size))
+        i = max(0, min(len(THUMB_SIZES) - 1, i + step))
+        self.model.set_thumb_size(THUMB_SIZES[i])
+        self._apply_thumb_size()
+
+    def _apply_thumb_size(self) -> None:
+        s = self.model.thumb_size
+        self.results_view.setIconSize(QSize(s, s))
+        self.results_view.setGridSize(QSize(s + 16, s + 16 + self.fontMetrics().height() + 4))
+
+    def _on_double_click(self, index) -> None:
+        path = index.data(PathRole)
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str) -> None:
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            self.show_message(f"No application could open {path}.")
+
+    def reveal_file(self, path: str) -> None:
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(path))):
+            self.show_message(f"Could not open the folder of {path}.")
+
+    def _on_context_menu(self, pos: QPoint) -> None:
+        index = self.results_view.indexAt(pos)
+        path = index.data(PathRole) if index.isValid() else None
+        if not path:
+            return
+        menu = self.result_menu(path)
+        menu.exec(self.results_view.viewport().mapToGlobal(pos))
+
+    def result_menu(self, path: str) -> QMenu:
+        menu = QMenu(self)
+        menu.addAction("Open", lambda: self.open_file(path))
+        menu.addAction("Reveal in folder", lambda: self.reveal_file(path))
+        menu.addAction("Copy path", lambda: QGuiApplication.clipboard().setText(path))
+        menu.addAction("Use as query", lambda: self.run_query(path))
+        menu.addAction("Why matched?", lambda: self._why_for_path(path))
+        return menu
+
+    def _why_for_path(self, path: str) -> None:
+        row = self.model.row_of(path)
+        if row is not None:
+            self.results_view.setCurrentIndex(self.model.index(row))
+        self.right_tabs.setCurrentWidget(self.why_panel)
+
+    def _on_current_result(self, current, _previous) -> None:
+        if not current.isValid():
+            return
+        it = self.model.item(current.row())
+        if it.path != self.explained_result:
+            self.explain(it.path, it.score)
+
+    def show_why(self, rank: int) -> None:
+        """Select result number ``rank`` (1-based, in the current view) and show Why matched."""
+        if self.tasks.busy("query"):
+            self._pending_why_rank = rank
+            return
+        n = self.model.rowCount()
+        if n == 0:
+            self.show_message("There is no result to explain.")
+            return
+        row = max(0, min(n - 1, rank - 1))
+        self.results_view.setCurrentIndex(self.model.index(row))
+        it = self.model.item(row)
+        if it.path != self.explained_result:
+            self.explain(it.path, it.score)
+        self.right_tabs.setCurrentWidget(self.why_panel)
+
+    # ================================================================== adapt to my photos
+    def adapt_to_collection(self, epochs: int = 5) -> bool:
+        """Train the active method's head on the collection's own photos, off the UI thread.
+
+        The engine keeps the trained weights only if held-out retrieval improves; the progress
+        goes to the status bar and Esc cancels.
+        """
+        from engine.training.pipeline import is_trainable, train_for_collection
+
+        col = self.collection
+        if col is None:
+            self.show_message("Open or create a collection first.")
+            return False
+        if self.is_indexing() or self._adapt_cancel is not None:
+            self.show_message("Wait until indexing or the running adaptation has finished.")
+            return False
+        name = col.active_method
+        if not is_trainable(col.method(name)):
+            self.show_message(f"Method '{name}' has nothing to adapt; choose an ACTNET or DARAC method first.")
+            return False
+        if self.confirm and QMessageBox.question(
+                self, "Adapt to my photos",
+                f"Train '{name}' for {epochs} epochs on augmented copies of up to 300 photos of this "
+                "collection? Photos are re-indexed with the new weights only if they find held-out "
+                "copies better. Esc cancels.") != QMessageBox.StandardButton.Yes:
+            return False
+        cancel = threading.Event()
+        self._adapt_cancel = cancel
+        state = {"text": "Adapting: starting…"}
+        timer = QTimer(self)
+        timer.timeout.connect(lambda: self.statusBar().showMessage(state["text"]))
+        timer.start(250)
+
+        def progress(phase: str, done: int, total: int, msg: str) -> None:
+            state["text"] = f"Adapting {name}: {phase} {done}/{total} {msg} (Esc cancels)"
+
+        def work():
+            return train_for_collection(col, name, epochs=epochs, progress=progress, cancel=cancel)
+
+        def finish(text: str) -> None:
+            timer.stop()
+            self._adapt_cancel = None
+            self.statusBar().showMessage(text, 20000)
+            self.show_message(text, info=True)
+            self.refresh_collection_info()
+            self.adapt_finished.emit()
+
+        def done(report) -> None:
+            if report.cancelled:
+                finish("Adaptation cancelled; the method keeps its previous weights.")
+            elif report.kept:
+                finish(f"Adapted '{name}': held-out mAP {report.val_before:.3f} → {report.val_after:.3f}; "
+                       f"{report.reindexed} photos re-indexed.")
+            else:
+                finish(f"Adaptation did not help (held-out mAP {report.val_before:.3f} → "
+                       f"{report.val_after:.3f}); the previous weights are kept.")
+
+        self.tasks.start("adapt", work, done, lambda message: finish(f"Could not adapt '{name}': {message}"))
+        return True
+
+    # ================================================================== explanations and overlays
+    def explain(self, result_path: str, score: float | None = None) -> None:
+        col, query, box = self.collection, self.query, self.query_box
+        if col is None or query is None:
+            return
+        self.explained_result = result_path
+        qimage = self.query_image
+
+        def work():
+            from engine.explain import class_activation_map, explain_match
+
+            nonlocal query
+            if box is not None:  # a region query is explained on its (image-cropped) region
+                query = crop_box(query if isinstance(query, Image.Image) else load_image(query), box)
+
+            e = explain_match(col, query, result_path, search_score=score)
+            rimg = load_image(result_path, DISPLAY_SIDE)
+            cam_q = class_activation_map(col, query)
+            cam_r = class_activation_map(col, result_path)
+            return WhyData(e, qimage, pil_to_qimage(rimg), cam_q[0] if cam_q else None, cam_r[0] if cam_r else None)
+
+        self.tasks.start("explain", work, self._on_explained, self._on_explain_error)
+
+    def _on_explained(self, data: WhyData) -> None:
+        self.why = data
+        self.why_panel.set_data(data)
+        self._render_query_overlay()
+        self.explain_finished.emit()
+
+    def _on_explain_error(self, message: str) -> None:
+        self.why = None
+        self.why_panel.clear(f"Could not explain this match: {message}")
+        self.legend.set_overlay(_legend_text(f"No overlay: {message}"))
+        self.explain_finished.emit()
+
+    def overlay_kind(self) -> str:
+        return self.overlay_combo.currentData() or "none"
+
+    def set_overlay(self, kind: str) -> None:
+        i = self.overlay_combo.findData(kind)
+        if i < 0:
+            raise ValueError(f"unknown overlay {kind!r}; choose one of {OVERLAY_KINDS}")
+        self.overlay_combo.setCurrentIndex(i)
+
+    def _on_overlay_changed(self, _i: int) -> None:
+        self.why_panel.set_kind(self.overlay_kind())
+        self._render_query_overlay()
+
+    def _on_opacity_changed(self, value: int) -> None:
+        self.query_view.set_opacity(value / 100)
+        self.why_panel.set_opacity(value / 100)
+
+    def _render_query_overlay(self) -> None:
+        kind = self.overlay_kind()
+        d = self.why
+        if d is None or self.query_image is None:
+            self.query_view.set_overlay(_legend_text(""))
+            self.legend.set_overlay(_legend_text("" if kind == "none" else "The overlay appears once a result is chosen."))
+            return
+        if kind == "none":
+            ov = _legend_text("")
+        else:
+            ov = side_overlay(kind, d.explanation.query, d.query_cam, d.query_image, outline_top=False)
+            if kind == "regions" and d.explanation.kind == "regions":
+                ov.legend += f" – for result {os.path.basename(d.explanation.result.path)}"
+        self.current_overlay = ov
+        self.query_view.set_overlay(ov)
+        self.legend.set_overlay(ov)
+
+    # ================================================================== drag and drop
+    def dragEnterEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasUrls() and any(u.isLocalFile() for u in mime.urls()) or mime.hasImage():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasUrls() and self._handle_urls(mime.urls()):
+            event.acceptProposedAction()
+            return
+        if mime.hasImage():
+            img = mime.imageData()
+            if isinstance(img, QImage) and not img.isNull():
+                self.run_query(qimage_to_pil(img), label="dropped image")
+                event.acceptProposedAction()
+                return
+        event.ignore()
+
+    def _handle_urls(self, urls) -> bool:
+        """Folders are added to the collection (and indexed); the first image file becomes the query."""
+        files = [u.toLocalFile() for u in urls if u.isLocalFile()]
+        folders = [f for f in files if os.path.isdir(f)]
+        images = [f for f in files if os.path.isfile(f)]
+        for f in folders:
+            self.add_folder(f, index=False)
+        if folders:
+            self.start_index()
+        if images:
+            if not is_image_path(images[0]):
+                self.show_message(f"{os.path.basename(images[0])} is not an image file Lookalike can read.")
+            else:
+                self.run_query(images[0])
+        return bool(folders or images)
+
+    # ================================================================== state for tests / hook
+    def busy(self) -> bool:
+        """Whether anything runs in the background (indexing, query, explanation, thumbnails)."""
+        return self.is_indexing() or self.tasks.busy() or self.thumbnails.pending() > 0
+
+    def visible_rows(self) -> range:
+        n = self.model.rowCount()
+        if n == 0:
+            return range(0)
+        vp = self.results_view.viewport().rect()
+        first = self.results_view.indexAt(vp.topLeft() + QPoint(4, 4))
+        last = self.results_view.indexAt(vp.bottomRight() - QPoint(4, 4))
+        lo = first.row() if first.isValid() else 0
+        hi = last.row() if last.isValid() else min(n - 1, lo + 200)
+        return range(lo, min(n, hi + 1))
+
+    # ================================================================== shutdown
+    def closeEvent(self, event) -> None:
+        self.save_settings()
+        if self.index_worker is not None:
+            self.index_worker.cancel()
+        if self.index_thread is not None:
+            self.index_thread.wait(30000)
+        self.tasks.wait(30000)
+        self.thumbnails.clear_pending()
+        self.thumbnails.wait_idle(10000)
+        if self.collection is not None:
+            self.collection.close()
+            self.collection = None
+        super().closeEvent(event)
+
+
+def _legend_text(text: str) -> Overlay:
+    return Overlay(legend=text)
+
+
+def qimage_to_pil(img: QImage) -> Image.Image:
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    data = bytes(img.constBits())[: bpl * h]
+    return Image.frombuffer("RGB", (w, h), data, "raw", "RGB", bpl, 1).copy()

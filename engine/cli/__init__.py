@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # File names that are not valid UTF-8 (surrogate-escaped by Python) are printed as
+        # \udcXX escapes instead of crashing a strict UTF-8 terminal; in --json output they
+        # are valid JSON escapes that json.loads + os.fsencode turn back into the bytes.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     known = {a for a in commands()}
     # ``gui`` is the default command.

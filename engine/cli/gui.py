@@ -11,7 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", metavar="IMAGE", default=None, help="run this query once the window is open")
     p.add_argument("--screenshot", metavar="FILE.png", default=None,
                    help="save a screenshot of the window once results are shown, then exit")
-    p.add_argument("--overlay", choices=["regions", "clusters", "cam"], default=None)
+    p.add_argument("--overlay", choices=["none", "regions", "clusters", "cam"], default=None,
+                   help="overlay on the query and in why-matched (default: the last one used)")
     p.add_argument("--why", type=int, metavar="N", default=None, help="open why-matched for result N (1-based)")
     p.add_argument("--browse", metavar="FOLDER", default=None, help="show the browse view of this folder")
     p.add_argument("--duplicates", action="store_true", help="show the duplicates view")

@@ -34,6 +34,28 @@ from ..postprocess import apply_pca_whitening, fit_pca_whitening, l2n_np
 State = dict[str, np.ndarray]
 
 
+@dataclass
+class ExplainParts:
+    """Additive parts of one image's search vector, for overlays and the why-matched view.
+
+    ``kind``: ``"regions"``, ``"clusters"``, ``"cam"``, ``"layers"`` or ``"image"``.
+    ``labels``: one name per part. ``masks``: ``(P, h, w)`` float32 in [0, 1] on a grid that
+    covers the whole (upright) image; the overlay scales it to the picture. ``vectors``:
+    ``(P, D)`` float32 with ``vectors.sum(0) + bias == search_vectors(raw)`` of the image, so
+    ``vectors @ other_search_vector`` splits an inner-product score into per-part shares that
+    sum to it. ``bias``: the part of the search vector owned by no part (e.g. whitening's mean
+    shift; zeros when there is none). ``extras``: method-specific arrays for the GUI (CAM heat
+    map, cluster label map, ...).
+    """
+
+    kind: str
+    labels: list[str]
+    masks: np.ndarray
+    vectors: np.ndarray
+    bias: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Settings shared by every method (subclass it for a method's own settings).
@@ -71,6 +93,9 @@ class Method:
     config_type: ClassVar[type[MethodConfig]] = MethodConfig
     prepare_sample_size: ClassVar[int] = 0  # > 0: prepare() needs that many sample photos
     supports_activation_crop: ClassVar[bool] = False
+    # Extra learned states (catalog kinds, e.g. MS-RMAC's "hedge" weights) given back by
+    # Collection.method() through set_stored_state() (None when the catalog has none).
+    stored_state_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: MethodConfig, description: str = "", cost: str = ""):
         if not isinstance(config, self.config_type):
@@ -114,6 +139,9 @@ class Method:
     def set_prepared(self, state: State | None) -> None:
         self.prepared = state
 
+    def set_stored_state(self, kind: str, state: State | None) -> None:
+        """Receive a stored state of a kind listed in ``stored_state_kinds`` (default: ignore)."""
+
     def fit(self, raw: np.ndarray) -> State | None:
         """Learn post-processing on the collection's raw descriptors (default: whitening if set)."""
         if self.config.whiten and len(raw) >= 2:
@@ -129,6 +157,16 @@ class Method:
     def rescore(self, query_raw: np.ndarray, candidates_raw: np.ndarray, fit_state: State | None) -> np.ndarray | None:
         """Exact similarity of a shortlist (higher is better), or None when inner product is exact."""
         return None
+
+    # -- explanation ----------------------------------------------------------------------
+    def explain_parts(self, image: Image.Image, extractor, fit_state: State | None) -> ExplainParts:
+        """Split the image's search vector into parts (default: one part, the whole image).
+
+        Methods with regions or clusters override this (see :class:`ExplainParts`).
+        """
+        vec = self.search_vectors(self.describe([image], extractor), fit_state)[0].astype(np.float32)
+        return ExplainParts("image", ["whole image"], np.ones((1, 1, 1), np.float32), vec[None, :],
+                            np.zeros_like(vec))
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "cost": self.cost, "config": self.config.to_dict()}

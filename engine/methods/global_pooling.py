@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from .. import pooling
-from .base import Method, MethodConfig, MethodSpec
+from ..postprocess import apply_pca_whitening
+from .base import ExplainParts, Method, MethodConfig, MethodSpec, State
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,59 @@ class GemMethod(GlobalPoolMethod):
 
 class RmacMethod(GlobalPoolMethod):
     pool_kind = "rmac"
+
+    def explain_parts(self, image: Image.Image, extractor, fit_state: State | None) -> ExplainParts:
+        """One part per R-MAC region (:func:`pooling.rmac_regions` on the deepest tap).
+
+        raw = l2(s) with ``s = Σ_R l2(f_R)`` (eq. 3), so part R of the raw vector is
+        ``l2(f_R) / (||s|| + eps)``; the search transform (l2, or PCA-whitening + l2) is affine
+        up to one positive scale, so its linear part maps each part and its constant part
+        (whitening's mean shift) becomes ``bias``. Masks are the regions on the feature grid.
+        """
+        tap = self.tap(extractor)
+        x = extractor.feature_maps([image], self.config.image_side, [tap])[0][tap].unsqueeze(0)
+        regions = pooling.rmac_regions(x.shape[-2], x.shape[-1], self.config.levels)
+        region_vecs = pooling.l2n(pooling.regional_max_pool(x, regions))[0].double().numpy()  # (R, C)
+        s = region_vecs.sum(0)
+        parts_raw = region_vecs / (np.linalg.norm(s) + pooling.EPS)
+        return split_search_vector(self, parts_raw, fit_state, "regions",
+                                   [f"scale {r.level} · region {i + 1}" for i, r in enumerate(regions)],
+                                   region_masks(regions, x.shape[-2], x.shape[-1]))
+
+
+def region_masks(regions: Sequence[pooling.Region], H: int, W: int) -> np.ndarray:
+    """``(R, H, W)`` float32 masks (1 inside region R) on an ``H x W`` feature grid."""
+    masks = np.zeros((len(regions), H, W), np.float32)
+    for i, r in enumerate(regions):
+        masks[i, r.y:r.y + r.h, r.x:r.x + r.w] = 1.0
+    return masks
+
+
+def split_search_vector(method: Method, parts_raw: np.ndarray, fit_state: State | None, kind: str,
+                        labels: list[str], masks: np.ndarray,
+                        extras: dict[str, np.ndarray] | None = None) -> ExplainParts:
+    """ExplainParts from raw-space parts ``(P, D)`` whose sum is the raw descriptor.
+
+    For the default :meth:`Method.search_vectors` (l2, or PCA-whitening then l2): the search
+    vector is ``c · (A·raw + b)`` with one positive scale ``c`` (the final l2), so part p maps
+    to ``c·A·part_p`` and ``c·b`` is the bias; ``vectors.sum(0) + bias`` equals the search vector.
+    """
+    parts_raw = np.asarray(parts_raw, np.float64)
+    raw = parts_raw.sum(0)
+    target = method.search_vectors(raw[None, :].astype(np.float32), fit_state)[0].astype(np.float64)
+    if fit_state is not None and "proj" in fit_state:
+        proj = fit_state["proj"].astype(np.float64)
+        mean = fit_state["mean"].astype(np.float64)
+        lin = parts_raw @ proj.T
+        bias = -(mean @ proj.T)
+        unscaled = apply_pca_whitening(raw[None, :], fit_state, normalize=False)[0].astype(np.float64)
+    else:
+        lin = parts_raw
+        bias = np.zeros(raw.shape[0])
+        unscaled = raw
+    c = float(np.linalg.norm(target) / (np.linalg.norm(unscaled) + 1e-30))
+    return ExplainParts(kind, labels, masks.astype(np.float32), (lin * c).astype(np.float32),
+                        (bias * c).astype(np.float32), extras or {})
 
 
 SPECS = (

@@ -1,0 +1,112 @@
+"""``lookalike eval DATASET_DIR ... --method NAME ...``: accuracy of methods on labelled photos.
+
+A dataset is a folder with ``images/`` and ``ground_truth.json`` (``--layout gt``, see
+``../shared/datasets/README.md``) or a folder whose sub-folders are groups of matching photos
+(``--layout folders``). ``--all`` evaluates every registered method (or the ``--method``s given)
+on every dataset of ``--datasets-root`` (default: the developers' ``../shared/datasets``).
+Indexing is cached (see :mod:`engine.evaluation.runner`), so a second run only re-scores.
+
+JSON (``--json``): one dataset gives ``{"dataset", "protocol", "images", "queries", "results":
+[{"method", "mAP", "ns", "p@1", "p@5", "r@10", ..., "per_query": [...]}]}``; several datasets
+give ``{"datasets": [<that object>, ...]}``. ``ns`` is null except for the ukbench protocol.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import LookalikeError
+from . import Command, add_device_argument, print_json
+
+DEFAULT_DATASETS_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("datasets", nargs="*", metavar="DATASET_DIR", help="dataset folder(s)")
+    p.add_argument("--method", action="append", default=None, metavar="NAME",
+                   help="method to evaluate (repeatable; default: rmac, or every method with --all)")
+    p.add_argument("--all", action="store_true",
+                   help="every registered method (unless --method is given) on every dataset of --datasets-root")
+    p.add_argument("--datasets-root", metavar="DIR", default=None,
+                   help=f"where --all looks for datasets (default: {DEFAULT_DATASETS_ROOT})")
+    p.add_argument("--layout", choices=["gt", "folders"], default="gt",
+                   help="gt: images/ + ground_truth.json; folders: each sub-folder is a group of matching photos")
+    p.add_argument("--query-crop", choices=["image", "none", "activations"], action="append", default=None,
+                   help="queries with a box: crop the image, ignore the box, or crop the feature maps (methods "
+                        "that support it; the others crop the image). Repeatable; default: both image and none "
+                        "(the index is shared, so the second costs only the queries)")
+    p.add_argument("--holidays-rotation", choices=["exif", "stored"], default="exif",
+                   help="Holidays protocol only. exif (default): images upright as the app sees them "
+                        "(EXIF orientation applied by the loader). stored: pixels as stored, EXIF "
+                        "orientation ignored. No manual rotation list is shipped; on holidays_samples "
+                        "both give the same pixels.")
+    add_device_argument(p)
+    p.add_argument("--json", action="store_true", help="print JSON (with per-query results)")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="write a Markdown report with precision-recall plots and worst-query strips")
+    p.add_argument("--results-md", metavar="FILE", default=None,
+                   help="update the generated results table in FILE (e.g. docs/RESULTS.md), "
+                        "keeping the text outside its markers")
+    p.add_argument("--cache", metavar="DIR", default=None, help="evaluation cache folder (default: the user cache)")
+
+
+def _progress(args):
+    if args.json and not sys.stderr.isatty():
+        return None
+    from .progress import ProgressBar
+
+    return ProgressBar(sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate, find_datasets, load_dataset
+    from ..evaluation.report import format_table, update_results_markdown, write_report
+    from ..methods import DEFAULT_METHOD, METHODS
+
+    folders = [Path(d) for d in args.datasets]
+    if args.all:
+        root = Path(args.datasets_root) if args.datasets_root else DEFAULT_DATASETS_ROOT
+        folders += [p for p in find_datasets(root) if p not in folders]
+    elif args.datasets_root:
+        raise LookalikeError("--datasets-root is used with --all.")
+    if not folders:
+        raise LookalikeError("Give a dataset folder (or --all).")
+    methods = args.method or (sorted(METHODS) if args.all else [DEFAULT_METHOD])
+    for name in methods:
+        if name not in METHODS:
+            raise LookalikeError(f"Unknown method '{name}'. Available: {', '.join(sorted(METHODS))}.")
+    datasets = [load_dataset(f, args.layout) for f in folders]  # validate all before the long work
+    outputs = []
+    for ds in datasets:
+        results = []
+        has_boxes = any(q.bbox is not None for q in ds.queries)
+        crops = list(dict.fromkeys(args.query_crop or ["image", "none"])) if has_boxes else ["image"]
+        for name in methods:
+            for crop in crops:
+                if not args.json:
+                    print(f"evaluating {name} on {ds.name} ({len(ds.images)} images, {len(ds.queries)} queries"
+                          + (f", query crop {crop}" if has_boxes else "") + ")...", file=sys.stderr)
+                results.append(evaluate(ds, name, device=args.device, query_crop=crop,
+                                        rotation=args.holidays_rotation, weights=args.weights,
+                                        cache_root=args.cache, progress=_progress(args)))
+        outputs.append((ds, results))
+        if args.results_md:  # after each dataset, so a long --all run keeps what it finished
+            update_results_markdown(Path(args.results_md), [(ds, results)])
+        if args.report:
+            path = write_report(Path(args.report), ds, results)
+            if not args.json:
+                print(f"report: {path}", file=sys.stderr)
+    if args.results_md:
+        if not args.json:
+            print(f"updated {args.results_md}", file=sys.stderr)
+    if args.json:
+        objs = [{"dataset": ds.name, "protocol": ds.protocol, "layout": ds.layout, "images": len(ds.images),
+                 "queries": len(ds.queries), "results": [r.to_json() for r in results]} for ds, results in outputs]
+        print_json(objs[0] if len(objs) == 1 else {"datasets": objs})
+    else:
+        print(format_table(outputs))
+    return 0
+
+
+COMMAND = Command("eval", "measure retrieval accuracy of methods on labelled photos", add_arguments, run)

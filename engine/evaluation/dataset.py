@@ -1,0 +1,210 @@
+"""Evaluation datasets: ``ground_truth.json`` folders and a user's own labelled folders.
+
+One format for every protocol (see ``../shared/datasets/README.md``)::
+
+    {"protocol": "ukbench" | "holidays" | "oxford", "images_dir": "images",
+     "images": [...the database...],
+     "queries": [{"image": ..., "positives": [...], "junk": [...], "bbox": [x1, y1, x2, y2]?}]}
+
+Everything else in the file is information and is ignored. :func:`load_ground_truth`
+validates the file and raises :class:`LookalikeError` naming the bad entry.
+
+``--layout folders`` (:func:`load_folders`): every sub-folder of the root is one group of
+matching photos; every photo of a group with at least two photos is a query whose positives
+are the other photos of its folder (protocol ``folders``: scored like ``holidays``, the query
+left out of its own ranking). Photos directly in the root, or in a group of one, are
+distractors (database only).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LookalikeError
+from ..images import is_image_path
+
+PROTOCOLS = ("ukbench", "holidays", "oxford", "folders")
+GT_PROTOCOLS = ("ukbench", "holidays", "oxford")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query: ``image`` and its ``positives``/``junk`` are names from the database."""
+
+    image: str
+    positives: tuple[str, ...]
+    junk: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None
+    id: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.id or self.image
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A database of images (names relative to ``images_root``) and its queries."""
+
+    name: str
+    protocol: str
+    root: Path
+    images_root: Path
+    images: tuple[str, ...]
+    queries: tuple[Query, ...]
+    layout: str = "gt"
+
+    def path_of(self, image: str) -> Path:
+        return self.images_root / image
+
+    @property
+    def excludes_query(self) -> bool:
+        """Protocols where the query is left out of its own ranking (holidays, folders)."""
+        return self.protocol in ("holidays", "folders")
+
+
+def _fail(where: Path, msg: str) -> LookalikeError:
+    return LookalikeError(f"{where}: {msg}")
+
+
+def load_ground_truth(root: str | os.PathLike, check_files: bool = True) -> Dataset:
+    """Read and validate ``<root>/ground_truth.json``."""
+    root = Path(root).expanduser()
+    gt = root / "ground_truth.json"
+    if not root.is_dir():
+        raise LookalikeError(f"Dataset folder not found: {root}")
+    if not gt.is_file():
+        raise LookalikeError(f"{root} has no ground_truth.json; use --layout folders to treat each sub-folder as a group.")
+    try:
+        data = json.loads(gt.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _fail(gt, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise _fail(gt, "not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise _fail(gt, "the top level must be a JSON object")
+    for key in ("protocol", "images", "queries"):
+        if key not in data:
+            raise _fail(gt, f"missing required key '{key}'")
+    protocol = data["protocol"]
+    if protocol not in GT_PROTOCOLS:
+        raise _fail(gt, f"'protocol' is {protocol!r}; expected one of {', '.join(GT_PROTOCOLS)}")
+    images_dir = data.get("images_dir", "images")
+    if not isinstance(images_dir, str) or not images_dir:
+        raise _fail(gt, "'images_dir' must be a non-empty string")
+    images = data["images"]
+    if not isinstance(images, list) or not images:
+        raise _fail(gt, "'images' must be a non-empty list of file names")
+    seen: set[str] = set()
+    for i, name in enumerate(images):
+        if not isinstance(name, str) or not name:
+            raise _fail(gt, f"images[{i}] must be a non-empty file name string, not {name!r}")
+        if name in seen:
+            raise _fail(gt, f"images[{i}] '{name}' is listed twice")
+        seen.add(name)
+    images_root = (root / images_dir).resolve()
+    if check_files:
+        if not images_root.is_dir():
+            raise _fail(gt, f"images folder '{images_dir}' not found in {root}")
+        missing = [n for n in images if not (images_root / n).is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise _fail(gt, f"image '{missing[0]}' listed in 'images' is not in {images_root}{more}")
+    raw_queries = data["queries"]
+    if not isinstance(raw_queries, list) or not raw_queries:
+        raise _fail(gt, "'queries' must be a non-empty list")
+    queries = [_parse_query(gt, i, q, seen) for i, q in enumerate(raw_queries)]
+    name = data.get("name") if isinstance(data.get("name"), str) else root.name
+    return Dataset(name, protocol, root.resolve(), images_root, tuple(images), tuple(queries), "gt")
+
+
+def _parse_query(gt: Path, i: int, q, names: set[str]) -> Query:
+    where = f"queries[{i}]"
+    if not isinstance(q, dict):
+        raise _fail(gt, f"{where} must be an object with 'image' and 'positives'")
+    image = q.get("image")
+    if isinstance(image, str):
+        where += f" ('{q.get('id') or image}')"
+    if not isinstance(image, str) or not image:
+        raise _fail(gt, f"{where}: 'image' must be a file name string")
+    if image not in names:
+        raise _fail(gt, f"{where}: query image '{image}' is not in 'images'")
+    lists = {}
+    for key in ("positives", "junk"):
+        value = q.get(key, [] if key == "junk" else None)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(gt, f"{where}: '{key}' must be a list of file names")
+        for v in value:
+            if v not in names:
+                raise _fail(gt, f"{where}: {key[:-1] if key == 'positives' else key} '{v}' is not in 'images'")
+        lists[key] = tuple(dict.fromkeys(value))
+    if not lists["positives"]:
+        raise _fail(gt, f"{where}: 'positives' is empty (a query needs at least one relevant image)")
+    both = set(lists["positives"]) & set(lists["junk"])
+    if both:
+        raise _fail(gt, f"{where}: '{sorted(both)[0]}' is both a positive and junk")
+    bbox = q.get("bbox")
+    if bbox is not None:
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise _fail(gt, f"{where}: 'bbox' must be [x1, y1, x2, y2] numbers, not {bbox!r}")
+        x1, y1, x2, y2 = (float(v) for v in bbox)
+        if not (x2 > x1 and y2 > y1 and x1 >= 0 and y1 >= 0):
+            raise _fail(gt, f"{where}: 'bbox' {bbox} is empty or negative (need 0 <= x1 < x2, 0 <= y1 < y2)")
+        bbox = (x1, y1, x2, y2)
+    qid = q.get("id") if isinstance(q.get("id"), str) else ""
+    return Query(image, lists["positives"], lists["junk"], bbox, qid)
+
+
+def load_folders(root: str | os.PathLike) -> Dataset:
+    """A user's folders: each sub-folder (searched recursively) is one group of matching photos."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LookalikeError(f"Folder not found: {root}")
+    root = root.resolve()
+    images: list[str] = []
+    groups: list[list[str]] = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and is_image_path(entry.name):
+            images.append(entry.name)  # a distractor
+        elif entry.is_dir():
+            members = sorted(
+                p.relative_to(root).as_posix() for p in entry.rglob("*")
+                if p.is_file() and is_image_path(p.name)
+                and not any(part.startswith(".") for part in p.relative_to(root).parts))
+            images.extend(members)
+            groups.append(members)
+    queries = []
+    for members in groups:
+        if len(members) < 2:
+            continue
+        for m in members:
+            queries.append(Query(m, tuple(x for x in members if x != m)))
+    if not queries:
+        raise LookalikeError(
+            f"{root}: no sub-folder with at least two photos; with --layout folders each sub-folder "
+            f"is one group of matching photos.")
+    return Dataset(root.name, "folders", root, root, tuple(images), tuple(queries), "folders")
+
+
+def load_dataset(root: str | os.PathLike, layout: str = "gt") -> Dataset:
+    if layout == "gt":
+        return load_ground_truth(root)
+    if layout == "folders":
+        return load_folders(root)
+    raise LookalikeError(f"Unknown layout '{layout}'; use 'gt' or 'folders'.")
+
+
+def find_datasets(datasets_root: str | os.PathLike) -> list[Path]:
+    """Sub-folders of ``datasets_root`` holding a ``ground_truth.json``, sorted by name."""
+    base = Path(datasets_root).expanduser()
+    if not base.is_dir():
+        raise LookalikeError(f"Datasets folder not found: {base}")
+    found = sorted(p for p in base.iterdir() if (p / "ground_truth.json").is_file())
+    if not found:
+        raise LookalikeError(f"No dataset (a folder with ground_truth.json) in {base}")
+    return found

@@ -1,0 +1,315 @@
+"""The desktop window (pytest-qt, offscreen): indexing worker, drops, results, overlays, why-matched."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QPixmap  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from conftest import make_photo  # noqa: E402
+from engine.api import Collection  # noqa: E402
+
+SMALL = {"image_side": 160}
+WAIT_MS = 180_000  # generous: the CI machine is shared; nothing here asserts on speed
+
+
+@pytest.fixture(autouse=True)
+def lookalike_home(tmp_path, monkeypatch):
+    """Settings, thumbnail cache and default catalog of each test in its own folder."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOOKALIKE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def indexed_catalog(tmp_path_factory):
+    """The 12-photo test folder indexed with rmac (small input size), shared by the query tests."""
+    root = tmp_path_factory.mktemp("gui")
+    photos = root / "photos"
+    (photos / "trip").mkdir(parents=True)
+    for i in range(6):
+        img = make_photo(i)
+        img.save(photos / f"scene{i}.jpg", quality=92)
+        w, h = img.size
+        img.crop((8, 6, w - 8, h - 6)).resize((w, h)).save(photos / "trip" / f"scene{i}_copy.jpg", quality=80)
+    col = Collection.open(root / "catalog")
+    col.add_folder(photos)
+    report = col.index(method="rmac", overrides=SMALL)
+    assert report.indexed == 12
+    col.close()
+    return root / "catalog", photos
+
+
+def make_window(qtbot, catalog, **kw):
+    from gui.main_window import MainWindow
+
+    w = MainWindow(catalog_dir=str(catalog), confirm=False, index_overrides=SMALL, **kw)
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def query_and_wait(qtbot, w, path):
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        w.run_query(str(path))
+
+
+def drop_urls(widget, urls):
+    """Deliver a real drag-enter + drop with file URLs, as a file manager does."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(u)) for u in urls])
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop
+
+
+def test_adding_a_folder_indexes_it_in_a_worker_while_the_ui_heartbeat_keeps_beating(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat")
+    beats: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
+    progress = []
+    timer.start()
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
+        w.add_folder(str(photo_folder))
+        assert w.is_indexing()
+        w.index_worker.progress.connect(lambda p: progress.append(p))
+    timer.stop()
+    report = blocker.args[0]
+    assert report is not None and report.indexed == 12 and not report.cancelled
+    assert w.info_images.text() == "12"
+    assert "rmac" in w.info_method.text() and "12 descriptors" in w.info_method.text()
+    assert w.info_last.text() != "never"
+    assert any(p.phase == "indexing" and p.done == p.total == 12 for p in progress)
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert len(beats) > 10
+    assert max(gaps) < 0.100, f"the UI thread starved for {max(gaps) * 1000:.0f} ms during indexing"
+    # A finished run clears the resume mark.
+    assert not [k for k in w.settings.allKeys() if k.startswith("resume/")]
+
+
+def test_cancel_mid_index_stops_early_and_reopening_resumes(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat", index_batch_size=2)
+    w.add_folder(str(photo_folder), index=False)
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
+        assert w.start_index("rmac")
+        w.pause_index(True)  # holds the worker at its next progress report
+        qtbot.wait(300)
+        assert w.index_worker.paused
+        w.escape()  # Esc cancels indexing
+    report = blocker.args[0]
+    assert report.cancelled and report.indexed < 12
+    qtbot.waitUntil(lambda: not w.is_indexing(), timeout=WAIT_MS)
+    assert [k for k in w.settings.allKeys() if k.startswith("resume/")]
+    w.close()
+
+    # Re-opening the collection resumes the interrupted index and completes it.
+    w2 = make_window(qtbot, tmp_path / "cat")
+    with qtbot.waitSignal(w2.index_finished, timeout=WAIT_MS) as blocker2:
+        pass
+    report2 = blocker2.args[0]
+    assert not report2.cancelled
+    assert report2.indexed == 12 - report.indexed
+    assert w2.info_images.text() == "12"
+
+
+def test_dropping_an_image_file_runs_the_query_and_shows_scored_thumbnails(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    q = photos / "scene2.jpg"
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        drop = drop_urls(w, [q])
+    assert drop.isAccepted()
+    assert w.model.total() == 12
+    first, second = w.model.item(0), w.model.item(1)
+    assert first.path == str(q) and first.score == pytest.approx(1.0, abs=1e-3)
+    assert second.path == str(photos / "trip" / "scene2_copy.jpg")
+    assert w.model.data(w.model.index(1)) == f"{second.score:.3f}"  # score under the thumbnail
+    qtbot.waitUntil(lambda: w.model.thumbnails_loaded(range(w.model.rowCount())), timeout=WAIT_MS)
+    pix = w.model.data(w.model.index(0), Qt.ItemDataRole.DecorationRole)
+    assert isinstance(pix, QPixmap) and max(pix.width(), pix.height()) == w.model.thumb_size
+    cached = list((Path(os.environ["LOOKALIKE_HOME"]) / "cache" / "thumbnails").rglob("*.jpg"))
+    assert len(cached) == 12
+    assert "12 of 12" in w.count_label.text()
+
+
+def test_dropping_a_folder_adds_it_to_the_collection(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat")
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
+        drop_urls(w, [photo_folder])
+    assert w.collection.folders() == [str(photo_folder)]
+    assert w.info_images.text() == "12"
+
+
+def test_pasting_a_path_runs_the_query(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    QGuiApplication.clipboard().setText(str(photos / "scene4.jpg"))
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        w.paste_query()
+    assert w.model.item(0).path == str(photos / "scene4.jpg")
+
+
+def test_threshold_slider_and_near_duplicate_toggle_filter_the_results(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    query_and_wait(qtbot, w, photos / "scene1.jpg")
+    scores = [w.model.item(r).score for r in range(w.model.rowCount())]
+    cut = (scores[3] + scores[4]) / 2  # between the 4th and 5th best
+    w.set_threshold(cut)
+    assert w.model.threshold == pytest.approx(cut, abs=(scores[0] - scores[-1]) / 100)
+    expected = sum(s >= w.model.threshold for s in scores)
+    assert 0 < w.model.rowCount() == expected < 12
+    assert w.count_label.text().startswith(f"{expected} of 12")
+    w.threshold_slider.setValue(0)
+    assert w.model.rowCount() == 12 and w.threshold_label.text() == "all"
+    w.hide_dups.setChecked(True)
+    shown = [w.model.item(r).path for r in range(w.model.rowCount())]
+    assert str(photos / "scene1.jpg") not in shown
+    assert all(w.model.item(r).score < 0.95 for r in range(w.model.rowCount()))
+    w.sort_combo.setCurrentIndex(1)  # by date: same rows, other order allowed
+    assert sorted(w.model.item(r).path for r in range(w.model.rowCount())) == sorted(shown)
+
+
+def test_overlay_switching_shows_regions_cam_and_explains_missing_clusters(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    with qtbot.waitSignal(w.explain_finished, timeout=WAIT_MS):
+        query_and_wait(qtbot, w, photos / "scene3.jpg")
+    w.set_overlay("regions")
+    assert w.current_overlay.image is not None and len(w.current_overlay.boxes) == 5
+    assert "regions" in w.legend.text.text()
+    assert not w.query_view._overlay.pixmap().isNull()
+    w.set_overlay("cam")
+    assert w.current_overlay.image is not None and "CAM" in w.legend.text.text()
+    w.set_overlay("clusters")
+    assert w.current_overlay.image is None and "no clusters" in w.legend.text.text()
+    assert w.query_view._overlay.pixmap().isNull()
+    w.set_overlay("none")
+    assert w.query_view._overlay.pixmap().isNull()
+    w.opacity_slider.setValue(30)
+    assert w.query_view._overlay.opacity() == pytest.approx(0.3)
+
+
+def test_why_matched_lists_contributions_that_sum_to_the_score(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    with qtbot.waitSignal(w.explain_finished, timeout=WAIT_MS):
+        query_and_wait(qtbot, w, photos / "scene5.jpg")
+    with qtbot.waitSignal(w.explain_finished, timeout=WAIT_MS):
+        w.show_why(3)
+    it = w.model.item(2)
+    e = w.why.explanation
+    assert e.result.path == it.path
+    assert e.score == pytest.approx(it.score, abs=1e-4)
+    for side in (e.query, e.result):
+        assert side.contributions.sum() + side.bias_contribution == pytest.approx(e.score, abs=1e-6)
+    assert w.right_tabs.currentWidget() is w.why_panel
+    panel = w.why_panel
+    assert panel.query_parts.topLevelItemCount() == len(e.query.parts.labels)
+    assert panel.channels.topLevelItemCount() == 10
+    assert f"{e.score:.4f}" in panel.header.text()
+    assert not panel.result_view._photo.pixmap().isNull()
+
+
+def test_corrupt_query_file_shows_a_readable_message(qtbot, indexed_catalog, tmp_path):
+    catalog, _photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is a text file renamed to .jpg")
+    query_and_wait(qtbot, w, bad)
+    assert w.banner.isVisible()
+    text = w.banner_text.text()
+    assert text.count("broken.jpg") == 1 and "not a recognised image format" in text
+    assert w.model.total() == 0
+    truncated = tmp_path / "truncated.jpg"
+    make_photo(9).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:600])
+    query_and_wait(qtbot, w, truncated)
+    assert "truncated" in w.banner_text.text()
+
+
+def test_settings_persist_thumbnail_size_and_overlay(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path / "cat")
+    size = w.model.thumb_size
+    w.change_thumb_size(+1)
+    w.set_overlay("cam")
+    assert w.model.thumb_size > size
+    w.close()
+    ini = Path(os.environ["LOOKALIKE_HOME"]) / "config" / "lookalike.ini"
+    assert ini.is_file()
+    assert QSettings(str(ini), QSettings.Format.IniFormat).value("overlay") == "cam"
+    w2 = make_window(qtbot, tmp_path / "cat")
+    assert w2.model.thumb_size == w.model.thumb_size and w2.overlay_kind() == "cam"
+
+
+def test_indexing_an_empty_collection_says_to_add_a_folder(qtbot, tmp_path):
+    w = make_window(qtbot, tmp_path / "cat")
+    assert not w.start_index()
+    assert w.banner.isVisible() and "add a photo folder" in w.banner_text.text()
+
+
+def test_a_catalog_from_a_newer_version_opens_with_a_message_not_a_crash(qtbot, tmp_path):
+    import sqlite3
+
+    Collection.open(tmp_path / "newer").close()
+    db = next((tmp_path / "newer").glob("*.sqlite*"))
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    w = make_window(qtbot, tmp_path / "newer")
+    assert w.collection is None
+    assert w.banner.isVisible() and "newer Lookalike" in w.banner_text.text()
+    w.run_query(str(tmp_path / "x.jpg"))  # no collection: a message again, no exception
+    assert "collection" in w.banner_text.text()
+
+
+def test_a_region_dragged_in_the_browse_viewer_queries_with_that_region(qtbot, indexed_catalog):
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    assert w.browse_view is not None
+    q = photos / "scene3.jpg"
+    box = (40, 30, 200, 150)
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        w.browse_view.find_similar_region.emit(str(q), box, "image")
+    assert w.tabs.currentIndex() == 0
+    assert "[40,30,200,150]" in w.query_label and "image crop" in w.query_label
+    assert w.model.total() == 12
+    top = w.model.item(0)
+    # The region is described on its own: the full photo no longer matches itself exactly.
+    assert top.score < 0.999
+    assert w.query_image.width() == 160 and w.query_image.height() == 120
+
+
+def test_adapt_to_my_photos_refuses_a_method_without_trainable_parts(qtbot, indexed_catalog):
+    catalog, _photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    assert w.collection.active_method == "rmac"
+    assert w.adapt_to_collection() is False
+    assert "nothing to adapt" in w.banner_text.text()
+
+
+def test_adapt_to_my_photos_trains_in_the_background_and_reports_the_held_out_result(qtbot, tmp_path, photo_folder):
+    col = Collection.open(tmp_path / "cat")
+    col.add_folder(photo_folder)
+    col.set_active_method("actnet-direct")
+    col.index(method="actnet-direct", overrides=SMALL)
+    col.close()
+    w = make_window(qtbot, tmp_path / "cat")
+    with qtbot.waitSignal(w.adapt_finished, timeout=WAIT_MS):
+        assert w.adapt_to_collection(epochs=1) is True
+        assert w.adapt_to_collection() is False  # a second run is refused while one is going
+    text = w.banner_text.text()
+    assert "held-out mAP" in text and ("Adapted" in text or "did not help" in text)
