@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .evaluation.metrics import compute_ap
+
 
 def normalhedge_scale(regret_plus: np.ndarray, tol: float = 1e-10, max_iter: int = 200) -> float:
     """Solve ``(1/L) Σ_j exp(R_j² / (2c)) = e`` for ``c > 0`` (NormalHedge, Chaudhuri et al. 2009).
@@ -105,21 +107,16 @@ def hedge_losses(layer_accuracy: np.ndarray, system_accuracy: float) -> np.ndarr
     return float(system_accuracy) - np.asarray(layer_accuracy, dtype=np.float64)
 
 
-def average_precision(ranked_positive: np.ndarray, n_positives: int) -> float:
-    """AP of one ranking (Oxford ``compute_ap``, trapezoid over recall steps).
-
-    ``ranked_positive``: booleans in rank order (query and junk already removed);
-    ``n_positives``: how many positives exist (unretrieved ones contribute 0).
-    """
-    if n_positives <= 0:
+def ranking_ap(dist: np.ndarray, query: tuple[int, set[int], set[int]]) -> float:
+    """AP of ranking the database by ``dist`` (ascending) for ``query = (own row or -1,
+    positive rows, junk rows)``: the query itself and junk are removed, then Oxford's
+    ``compute_ap`` (the evaluation's AP); 0 when the query has no other positive."""
+    own, pos, junk = query
+    order = [i for i in np.argsort(dist, kind="stable") if i != own and i not in junk]
+    n_pos = len(pos - {own})
+    if n_pos <= 0:
         return 0.0
-    ap = 0.0
-    ranks = np.flatnonzero(np.asarray(ranked_positive, dtype=bool))
-    for k, r in enumerate(ranks):
-        before = 1.0 if r == 0 else k / r
-        after = (k + 1) / (r + 1)
-        ap += (before + after) / 2.0
-    return ap / n_positives
+    return compute_ap(np.flatnonzero([i in pos for i in order]), n_pos)
 
 
 def learn_layer_weights(layer_dist: np.ndarray, queries: list[tuple[int, set[int], set[int]]],
@@ -136,10 +133,7 @@ def learn_layer_weights(layer_dist: np.ndarray, queries: list[tuple[int, set[int
     trace_w, trace_s, trace_sj = [], [], []
 
     def ap_of(dist: np.ndarray, t: int) -> float:
-        own, pos, junk = queries[t]
-        order = np.argsort(dist, kind="stable")
-        order = [i for i in order if i != own and i not in junk]
-        return average_precision(np.array([i in pos for i in order]), len(pos - {own}))
+        return ranking_ap(dist, queries[t])
 
     for _ in range(max(1, epochs)):
         for t in range(Q):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.hedge import (NormalHedge, average_precision, hedge_losses, learn_layer_weights, normalhedge_scale,
+from engine.hedge import (NormalHedge, hedge_losses, ranking_ap, learn_layer_weights, normalhedge_scale,
                           normalhedge_weights)
 from engine.pfa import kmeans, principal_feature_analysis
 
@@ -53,10 +53,13 @@ def test_hedge_loss_sign_gives_better_layers_less_loss():
     assert losses[0] < losses[1]
 
 
-def test_average_precision_matches_hand_computation():
-    # positives at ranks 0 and 2: (1+1)/2 + (1/2 + 2/3)/2 = 1.5833, over 2 positives
-    assert average_precision(np.array([True, False, True]), 2) == pytest.approx((1 + (0.5 + 2 / 3) / 2) / 2)
-    assert average_precision(np.array([False, True]), 3) == pytest.approx(((0 + 0.5) / 2) / 3)
+def test_ranking_ap_removes_the_query_and_junk_before_oxford_ap():
+    dist = np.array([0.0, 0.1, 0.2, 0.3])
+    # Query row 0 and junk row 2 removed: ranking 1, 3 -> both positives first: AP 1.
+    assert ranking_ap(dist, (0, {0, 1, 3}, {2})) == pytest.approx(1.0)
+    # Ranking 1, 2, 3 with the only other positive last: (0/2 + 1/3) / 2.
+    assert ranking_ap(dist, (0, {0, 3}, set())) == pytest.approx((0 + 1 / 3) / 2)
+    assert ranking_ap(dist, (0, {0}, set())) == 0.0  # no other positive
 
 
 def test_learn_layer_weights_prefers_the_layer_that_ranks_positives_first():

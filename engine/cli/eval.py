@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LookalikeError
+from ..rerank import RERANKERS
 from . import Command, add_device_argument, print_json
 
 DEFAULT_DATASETS_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
@@ -42,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "orientation ignored. No manual rotation list is shipped; on holidays_samples "
                         "both give the same pixels.")
     add_device_argument(p)
+    p.add_argument("--rerank", choices=sorted(RERANKERS), action="append", default=None,
+                   help="query-time re-ranking (repeatable; default: none)")
     p.add_argument("--json", action="store_true", help="print JSON (with per-query results)")
     p.add_argument("--report", metavar="DIR", default=None,
                    help="write a Markdown report with precision-recall plots and worst-query strips")
@@ -83,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
         has_boxes = any(q.bbox is not None for q in ds.queries)
         crops = list(dict.fromkeys(args.query_crop or ["image", "none"])) if has_boxes else ["image"]
         for name in methods:
-            for crop in crops:
+            for crop, rerank in ((c, r) for c in crops for r in dict.fromkeys(args.rerank or ["none"])):
                 if not args.json:
                     print(f"evaluating {name} on {ds.name} ({len(ds.images)} images, {len(ds.queries)} queries"
                           + (f", query crop {crop}" if has_boxes else "") + ")...", file=sys.stderr)
                 results.append(evaluate(ds, name, device=args.device, query_crop=crop,
                                         rotation=args.holidays_rotation, weights=args.weights,
-                                        cache_root=args.cache, progress=_progress(args)))
+                                        cache_root=args.cache, progress=_progress(args), rerank=rerank))
         outputs.append((ds, results))
         if args.results_md:  # after each dataset, so a long --all run keeps what it finished
             update_results_markdown(Path(args.results_md), [(ds, results)])

@@ -44,13 +44,9 @@ def learn_weights(collection, dataset_dir: str | os.PathLike, method: str = "ms-
     alpha, trace = learn_layer_weights(dist, queries, epochs=epochs)
 
     def mean_ap(weights: np.ndarray) -> float:
-        from ..hedge import average_precision
-        aps = []
-        for t, (own, pos, junk) in enumerate(queries):
-            order = [i for i in np.argsort(np.tensordot(weights, dist[:, t], axes=1), kind="stable")
-                     if i != own and i not in junk]
-            aps.append(average_precision(np.array([i in pos for i in order]), len(pos - {own})))
-        return float(np.mean(aps))
+        from ..hedge import ranking_ap
+        return float(np.mean([ranking_ap(np.tensordot(weights, dist[:, t], axes=1), q)
+                              for t, q in enumerate(queries)]))
 
     L = dist.shape[0]
     result = {"method": m.name, "layers": list(m.layers()), "alpha": [float(a) for a in alpha],

@@ -217,8 +217,15 @@ def _index_waiting_for_lock(col, method: str, progress, overrides, wait_s: float
 
 def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: str = "image",
              rotation: str = "exif", weights: str | None = None, cache_root: str | os.PathLike | None = None,
-             progress: Callable | None = None, overrides: dict | None = None) -> MethodResult:
-    """Index ``dataset`` with ``method`` (cached) and score every query."""
+             progress: Callable | None = None, overrides: dict | None = None,
+             rerank: str = "none") -> MethodResult:
+    """Index ``dataset`` with ``method`` (cached) and score every query.
+
+    ``rerank`` (a name of :data:`engine.rerank.RERANKERS`) re-ranks each query's full ranking
+    of the database, as the app does with its shortlist; the result is named ``method+rerank``.
+    """
+    from ..rerank import RERANKERS
+
     Collection = _eval_collection_type()  # heavy imports only when evaluating
 
     if query_crop not in QUERY_CROPS:
@@ -227,6 +234,8 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
         raise LookalikeError(f"Unknown rotation mode '{rotation}'; choose one of {', '.join(ROTATIONS)}.")
     if method not in METHODS:
         raise LookalikeError(f"Unknown method '{method}'. Available: {', '.join(sorted(METHODS))}.")
+    if rerank not in RERANKERS:
+        raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
     if dataset.protocol != "holidays":
         rotation = "exif"  # the option is Holidays' (other sets are evaluated upright per EXIF)
     m0 = create_method(method, overrides)
@@ -279,6 +288,7 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
         pos_of = {name: i for i, name in enumerate(dataset.images)}
         used_crop = query_crop
         scores_out: list[QueryScore] = []
+        rerank_cache: dict = {}  # the database stays the same for every query
         t1 = time.monotonic()
         for q in dataset.queries:
             if q.bbox is not None and query_crop != "none":
@@ -294,6 +304,8 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
             if exact is not None:
                 scores = np.asarray(exact, dtype=np.float64)
             order = rank_by_score(scores)
+            if rerank != "none":
+                _, order = RERANKERS[rerank](qv, db_vectors, scores[order], order, cache=rerank_cache)
             ranking = [dataset.images[i] for i in order]
             scores_out.append(score_query(ranking, q.image, q.positives, q.junk,
                                           exclude_query=dataset.excludes_query, label=q.label))
@@ -302,7 +314,7 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
         if dataset.protocol != "ukbench":
             metrics["ns"] = None  # N-S is UKBench's score only
         return MethodResult(
-            method=method, dataset=dataset.name, protocol=dataset.protocol, backbone=m.config.backbone,
+            method=method if rerank == "none" else f"{method}+{rerank}", dataset=dataset.name, protocol=dataset.protocol, backbone=m.config.backbone,
             image_side=int(getattr(m.config, "image_side", 0)), dim=int(db_vectors.shape[1]), n_images=len(dataset.images), n_queries=len(dataset.queries),
             query_crop=used_crop, rotation=rotation, device=str(select_device(device)),
             metrics=metrics, ms_per_image=float(ms_meta) if ms_meta else None,
