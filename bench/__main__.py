@@ -69,11 +69,11 @@ def drop_to_results(work: Path, n: int = 10_000) -> dict:
     paths = sorted((work / "jpegs").glob("*.jpg"))[:5]
     import torch
 
-    from engine.indexer import available_cores, torch_threads
+    from engine.indexer import available_cores, query_threads, torch_threads
 
-    out = {}
-    # torch's default (all cores) and one intra-op thread, which is robust on a busy machine.
-    for label, threads in (("", available_cores()), ("_1thread", 1)):
+    out = {"drop_to_results_threads": query_threads()}
+    # What the app does (engine.api: cores not already busy), all cores, and one thread.
+    for label, threads in (("", query_threads()), ("_allcores", available_cores()), ("_1thread", 1)):
         times = []
         with torch_threads(threads):
             for p in paths:

@@ -213,6 +213,23 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def query_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Torch intra-op threads for one interactive query: the cores that are not already busy.
+
+    With every core busy (our own indexer, another program) extra OpenMP threads wait at
+    barriers for descheduled siblings: on 2 busy cores one Lite0 forward pass took 2 s with
+    2 threads and 0.18 s with 1 (docs/BENCHMARKS.md). ``load`` defaults to the 1-minute load
+    average where the OS has one (not on Windows: then all cores).
+    """
+    cores = cores or available_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
 @dataclass(frozen=True)
 class ThreadPlan:
     torch_threads: int

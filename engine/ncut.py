@@ -29,6 +29,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
+from .kmeans import kmeans
+
 # Above this many nodes the Lanczos solver is used (similar speed at 1024 nodes; measured).
 DENSE_MAX_NODES = 1024
 Z_FRACTION = 0.05
@@ -81,42 +83,6 @@ def top_eigenvectors(M: np.ndarray, k: int, solver: str = "auto") -> tuple[np.nd
         vals, vecs = scipy.linalg.eigh(M, subset_by_index=[n - k, n - 1], check_finite=False)
     order = np.argsort(-vals, kind="stable")
     return vals[order], vecs[:, order]
-
-
-def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 50, restarts: int = 3) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding; the best of ``restarts`` runs (lowest inertia)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    k = max(1, min(k, n))
-    rng = np.random.default_rng(seed)
-    best, best_inertia = np.zeros(n, np.int64), np.inf
-    xsq = (x * x).sum(1)
-    for _ in range(restarts):
-        centers = [x[rng.integers(n)]]
-        d2 = ((x - centers[0]) ** 2).sum(1)
-        for _c in range(1, k):
-            total = d2.sum()
-            if total <= 0:
-                break
-            idx = rng.choice(n, p=d2 / total)
-            centers.append(x[idx])
-            d2 = np.minimum(d2, ((x - x[idx]) ** 2).sum(1))
-        c = np.array(centers)
-        labels = np.zeros(n, np.int64)
-        for it in range(iters):
-            dist = xsq[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]
-            new = dist.argmin(1)
-            if it > 0 and np.array_equal(new, labels):
-                break
-            labels = new
-            for j in range(len(c)):
-                members = labels == j
-                if members.any():
-                    c[j] = x[members].mean(0)
-        inertia = float(((x - c[labels]) ** 2).sum())
-        if inertia < best_inertia - 1e-12:
-            best, best_inertia = labels.copy(), inertia
-    return best
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
@@ -206,7 +172,7 @@ def ncut_kway(S: np.ndarray, ks: Sequence[int], solver: str = "auto", seed: int 
             continue
         emb = vecs[:, :k]
         emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
-        out.append(_compact(kmeans(emb, k, seed=seed)))
+        out.append(_compact(kmeans(emb, k, seed=seed, restarts=3)[1]))
     return out
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kmeans import kmeans
+
 
 def principal_axes(x: np.ndarray, q: int) -> np.ndarray:
     """``A_q`` (D, q'): top principal axes of the covariance of rows of ``x``, q' = min(q, rank)."""
@@ -43,45 +45,6 @@ def principal_axes(x: np.ndarray, q: int) -> np.ndarray:
     return eigvec[:, :k]
 
 
-def kmeans(points: np.ndarray, k: int, iters: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd k-means with k-means++ seeding: ``(centres (k', d), labels (n,))``, k' = min(k, distinct)."""
-    pts = np.asarray(points, dtype=np.float64)
-    n = len(pts)
-    rng = np.random.default_rng(seed)
-    distinct = len(np.unique(pts, axis=0))
-    k = max(1, min(k, distinct))
-    centres = [pts[rng.integers(n)]]
-    d2 = ((pts - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = d2.sum()
-        if total <= 0:
-            break
-        i = rng.choice(n, p=d2 / total)
-        centres.append(pts[i])
-        d2 = np.minimum(d2, ((pts - pts[i]) ** 2).sum(1))
-    c = np.array(centres)
-    sq = (pts ** 2).sum(1)
-    labels = np.zeros(n, dtype=np.int64)
-    for _ in range(iters):
-        dist = sq[:, None] - 2 * pts @ c.T + (c ** 2).sum(1)[None, :]
-        labels = dist.argmin(1)
-        new = c.copy()
-        for j in range(len(c)):
-            members = labels == j
-            if members.any():
-                new[j] = pts[members].mean(0)
-            else:  # re-seed an empty cluster with the worst-fitted row
-                far = dist[np.arange(n), labels].argmax()
-                new[j] = pts[far]
-                labels[far] = j
-        if np.allclose(new, c):
-            c = new
-            break
-        c = new
-    dist = sq[:, None] - 2 * pts @ c.T + (c ** 2).sum(1)[None, :]
-    return c, dist.argmin(1)
-
-
 def principal_feature_analysis(x: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
     """Indices (sorted, int64) of at most ``p`` original dimensions of ``x`` (N, D) kept by PFA."""
     x = np.asarray(x, dtype=np.float64)
@@ -94,7 +57,7 @@ def principal_feature_analysis(x: np.ndarray, p: int, seed: int = 0) -> np.ndarr
     # to the largest loading) so copies are one distinct point for k-means and its seeding.
     scale = float(np.abs(rows).max()) or 1.0
     rows = np.round(rows / scale, 9)
-    centres, labels = kmeans(rows, p, seed=seed)
+    centres, labels = kmeans(rows, p, seed=seed, iters=30)
     keep = []
     for j in range(len(centres)):
         members = np.flatnonzero(labels == j)

@@ -480,6 +480,9 @@ class MainWindow(QMainWindow):
         self.refresh_collection_info()
         self.model.clear()
         self.why_panel.clear()
+        # Model and search index load in the background now, not on the first drop.
+        self.tasks.start("warm-up", col.warm_up, lambda _: None,
+                         lambda message: self.show_message(f"The model of this collection could not be loaded: {message}"))
         resume = self.settings.value(f"resume/{_settings_key(d)}")
         if resume and col.folders():
             self.show_message(f"Resuming the interrupted indexing of this collection with {resume}.", info=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +58,35 @@ def make_photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-@pytest.fixture
-def photo_folder(tmp_path: Path) -> Path:
-    """Six generated scenes, each with a slightly altered copy (12 JPEGs) in nested folders."""
-    root = tmp_path / "photos"
+def write_scene_folder(root: Path) -> Path:
+    """Six generated scenes ``scene{i}.jpg``, each with a slightly cropped, recompressed copy
+    ``trip/scene{i}_copy.jpg`` (12 JPEGs in nested folders); returns ``root``."""
     (root / "trip").mkdir(parents=True)
     for i in range(6):
         img = make_photo(i)
         img.save(root / f"scene{i}.jpg", quality=92)
         w, h = img.size
         img.crop((8, 6, w - 8, h - 6)).resize((w, h)).save(root / "trip" / f"scene{i}_copy.jpg", quality=80)
+    return root
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Six generated scenes, each with a slightly altered copy (12 JPEGs) in nested folders."""
+    return write_scene_folder(tmp_path / "photos")
+
+
+def write_copies_folder(root: Path, vary_other_sizes: bool = False) -> Path:
+    """4 scenes ``scene{i}.jpg``, each with a 75 % copy, a quality-80 copy and a byte copy in
+    ``copies/``, and 4 unrelated ``other{i}.jpg`` (widths 320, 360, ... when
+    ``vary_other_sizes``); returns ``root``."""
+    (root / "copies").mkdir(parents=True)
+    for i in range(4):
+        img = make_photo(100 + i, (320, 240))
+        img.save(root / f"scene{i}.jpg", quality=92)
+        img.resize((240, 180)).save(root / "copies" / f"scene{i}_small.jpg", quality=90)
+        img.save(root / "copies" / f"scene{i}_q80.jpg", quality=80)
+        shutil.copy2(root / f"scene{i}.jpg", root / "copies" / f"scene{i}_same.jpg")
+    for i in range(4):
+        make_photo(200 + i, (320 + (40 * i if vary_other_sizes else 0), 240)).save(root / f"other{i}.jpg", quality=90)
     return root

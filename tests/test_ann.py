@@ -116,3 +116,21 @@ def test_build_vector_index_persists_training_in_the_catalog_and_reuses_it(tmp_p
 def test_unknown_kind_is_refused_with_the_choices():
     with pytest.raises(Exception, match="ivfpq"):
         AnnConfig(kind="lsh")
+
+
+def test_lists_follow_the_collection_size_not_the_training_sample():
+    """A chunked build trains on a sample; its lists must suit the whole collection."""
+    import faiss
+
+    from engine.ann import auto_nlist
+
+    cfg = AnnConfig(kind="ivfpq", pca_dims=16, pq_m=8)
+    idx = VectorIndex(D, cfg)
+    idx.train(_vectors(20_000), expected_total=10_000)
+    base = faiss.downcast_index(idx._coarse.index)
+    assert base.nlist == auto_nlist(10_000) == 400  # not auto_nlist(20_000) = 565
+    assert base.nprobe == 400 // 16
+    small = VectorIndex(D, cfg)
+    small.train(_vectors(2000))  # 178 lists wanted, but only 2000 // 39 = 51 can be trained
+    assert faiss.downcast_index(small._coarse.index).nlist == 51
+    assert faiss.downcast_index(small._coarse.index).nprobe == 16

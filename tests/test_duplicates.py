@@ -1,7 +1,6 @@
 """Duplicate finder: kNN graph regrouping, exact tier, keep suggestion, safe moves, CLI."""
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from PIL import Image
 from engine.api import Collection
 from engine.duplicates import (DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph, move_to_folder,
                                pairs_of, sort_keep_first)
-from tests.conftest import make_photo
+from tests.conftest import write_copies_folder
 
 
 def _unit(v):
@@ -107,16 +106,7 @@ def test_move_to_folder_never_overwrites_and_deletes_nothing(tmp_path):
 
 def _dup_folder(root: Path) -> Path:
     """4 scenes, each with a 75 % copy, a quality-80 copy and a byte copy; 4 unrelated scenes."""
-    (root / "copies").mkdir(parents=True)
-    for i in range(4):
-        img = make_photo(100 + i, (320, 240))
-        img.save(root / f"scene{i}.jpg", quality=92)
-        img.resize((240, 180)).save(root / "copies" / f"scene{i}_small.jpg", quality=90)
-        img.save(root / "copies" / f"scene{i}_q80.jpg", quality=80)
-        shutil.copy2(root / f"scene{i}.jpg", root / "copies" / f"scene{i}_same.jpg")
-    for i in range(4):
-        make_photo(200 + i, (320, 240)).save(root / f"other{i}.jpg", quality=90)
-    return root
+    return write_copies_folder(root)
 
 
 def test_collection_duplicates_group_the_copies_and_the_cli_prints_them(tmp_path, capsys):

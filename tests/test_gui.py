@@ -13,7 +13,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # no
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QPixmap  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import make_photo  # noqa: E402
+from conftest import make_photo, write_scene_folder  # noqa: E402
 from engine.api import Collection  # noqa: E402
 
 SMALL = {"image_side": 160}
@@ -32,13 +32,7 @@ def lookalike_home(tmp_path, monkeypatch):
 def indexed_catalog(tmp_path_factory):
     """The 12-photo test folder indexed with rmac (small input size), shared by the query tests."""
     root = tmp_path_factory.mktemp("gui")
-    photos = root / "photos"
-    (photos / "trip").mkdir(parents=True)
-    for i in range(6):
-        img = make_photo(i)
-        img.save(photos / f"scene{i}.jpg", quality=92)
-        w, h = img.size
-        img.crop((8, 6, w - 8, h - 6)).resize((w, h)).save(photos / "trip" / f"scene{i}_copy.jpg", quality=80)
+    photos = write_scene_folder(root / "photos")
     col = Collection.open(root / "catalog")
     col.add_folder(photos)
     report = col.index(method="rmac", overrides=SMALL)
@@ -144,6 +138,14 @@ def test_dropping_an_image_file_runs_the_query_and_shows_scored_thumbnails(qtbot
     cached = list((Path(os.environ["LOOKALIKE_HOME"]) / "cache" / "thumbnails").rglob("*.jpg"))
     assert len(cached) == 12
     assert "12 of 12" in w.count_label.text()
+
+
+def test_opening_a_collection_loads_the_model_and_search_index_in_the_background(qtbot, indexed_catalog):
+    catalog, _photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    qtbot.waitUntil(lambda: not w.tasks.busy("warm-up"), timeout=WAIT_MS)
+    assert w.collection.active_method in w.collection._search  # the first drop loads nothing
+    assert not w.banner.isVisible()
 
 
 def test_dropping_a_folder_adds_it_to_the_collection(qtbot, tmp_path, photo_folder):

@@ -15,7 +15,7 @@ from PySide6.QtGui import QColor, QPixmap  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from engine.api import Collection  # noqa: E402
-from tests.conftest import make_photo  # noqa: E402
+from tests.conftest import write_copies_folder  # noqa: E402
 
 WAIT_MS = 180_000  # generous: the machine is shared; nothing here asserts on speed
 SMALL = {"image_side": 256}
@@ -54,16 +54,7 @@ def collection_dir(tmp_path_factory):
     """photos/: 4 scenes + 4 unrelated; photos/copies/: a 75 % copy, a q80 copy and a byte copy of
     each scene; photos/copies/broken.jpg fails. Indexed once with rmac (small input)."""
     root = tmp_path_factory.mktemp("browse")
-    photos = root / "photos"
-    (photos / "copies").mkdir(parents=True)
-    for i in range(4):
-        img = make_photo(100 + i, (320, 240))
-        img.save(photos / f"scene{i}.jpg", quality=92)
-        img.resize((240, 180)).save(photos / "copies" / f"scene{i}_small.jpg", quality=90)
-        img.save(photos / "copies" / f"scene{i}_q80.jpg", quality=80)
-        shutil.copy2(photos / f"scene{i}.jpg", photos / "copies" / f"scene{i}_same.jpg")
-    for i in range(4):
-        make_photo(200 + i, (320 + 40 * i, 240)).save(photos / f"other{i}.jpg", quality=90)
+    photos = write_copies_folder(root / "photos", vary_other_sizes=True)
     (photos / "copies" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     col = Collection.open(root / "catalog")
     col.add_folder(photos)

@@ -6,7 +6,8 @@ import pytest
 
 from engine.hedge import (NormalHedge, hedge_losses, ranking_ap, learn_layer_weights, normalhedge_scale,
                           normalhedge_weights)
-from engine.pfa import kmeans, principal_feature_analysis
+from engine.kmeans import kmeans
+from engine.pfa import principal_feature_analysis
 
 
 def test_normalhedge_scale_solves_the_defining_equation():

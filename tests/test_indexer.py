@@ -89,6 +89,21 @@ def test_query_from_outside_the_collection_is_described_on_the_fly(tmp_path, pho
     assert res[0].path.endswith("scene3.jpg") and res[0].score > 0.99
 
 
+def test_warm_up_loads_model_and_search_index_before_the_first_query(tmp_path, photo_folder):
+    from engine import api
+
+    col = Collection.open(tmp_path / "cat", device="cpu")
+    col.warm_up("mac")  # empty collection: the model loads, no search index yet
+    assert "mac" not in col._search
+    _index(col, folders=[str(photo_folder)])
+    col.warm_up("mac")
+    idx = col._search["mac"]
+    assert len(idx) == len(col.catalog.has_descriptor("mac")) > 0
+    loaded = dict(api._extractors)
+    col.search(photo_folder / "scene1.jpg", method="mac", top=1)
+    assert col._search["mac"] is idx and api._extractors == loaded  # nothing loaded again
+
+
 def test_cancel_stops_between_batches_and_a_rerun_finishes(tmp_path, photo_folder):
     col = Collection.open(tmp_path / "cat", device="cpu")
     cancel = threading.Event()

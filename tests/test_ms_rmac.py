@@ -12,7 +12,7 @@ from engine.methods import create_method
 from engine.methods.ms_rmac import region_mac_sum, weighted_layer_distance
 from engine.pooling import rmac_regions
 from engine.search import SearchIndex
-from tests.conftest import make_photo
+from tests.conftest import make_photo, write_scene_folder
 
 SMALL = {"image_side": 160}
 
@@ -109,13 +109,7 @@ def test_explain_parts_regions_sum_to_the_search_vector():
 def ms_rmac_catalog(tmp_path_factory):
     """Six generated scenes and a cropped copy of each, indexed once with ms-rmac at 160 px."""
     root = tmp_path_factory.mktemp("msrmac")
-    folder = root / "photos"
-    (folder / "trip").mkdir(parents=True)
-    for i in range(6):
-        img = make_photo(i)
-        img.save(folder / f"scene{i}.jpg", quality=92)
-        w, h = img.size
-        img.crop((8, 6, w - 8, h - 6)).resize((w, h)).save(folder / "trip" / f"scene{i}_copy.jpg", quality=80)
+    folder = write_scene_folder(root / "photos")
     col = Collection.open(root / "cat", device="cpu")
     col.index("ms-rmac", folders=[str(folder)], overrides=SMALL)
     col.close()

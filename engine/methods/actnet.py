@@ -33,22 +33,12 @@ from PIL import Image
 
 from .. import pooling
 from ..activations import FractionalPower, make_activation, stream_scale
-from ..errors import LookalikeError
+from ..backbones import deep_taps
 from ..postprocess import fit_pca_whitening, l2n_np
 from .base import Method, MethodConfig, MethodSpec, State
 
 log = logging.getLogger(__name__)
 
-# The last two conv stages per backbone (ACTNET: "the final two convolutional blocks").
-ACTNET_TAPS: dict[str, tuple[str, ...]] = {
-    "efficientnet-lite0": ("stage7", "head"),
-    "efficientnet-lite1": ("stage7", "head"),
-    "efficientnet-lite2": ("stage7", "head"),
-    "resnet50": ("layer3", "layer4"),
-    "resnet101": ("layer3", "layer4"),
-    "vgg16": ("conv4", "conv5"),
-    "mobilenet_v2": ("block17", "head"),
-}
 X_MAX = 20.0  # normalised inputs are clamped here so exp/sinh cannot overflow float32
 
 
@@ -160,9 +150,8 @@ class ActnetMethod(TrainedHeadMixin, Method):
     def taps(self) -> tuple[str, ...]:
         if self.config.taps:
             return tuple(self.config.taps)
-        if self.config.backbone not in ACTNET_TAPS:
-            raise LookalikeError(f"actnet has no default taps for backbone '{self.config.backbone}'; set 'taps'.")
-        return ACTNET_TAPS[self.config.backbone]
+        # ACTNET: "the final two convolutional blocks".
+        return deep_taps(self.config.backbone, last=2)
 
     # -- training interface (engine.training.pipeline) ----------------------------------
     def training_encode(self, images: Sequence[Image.Image], extractor) -> list[dict[str, torch.Tensor]]:

@@ -27,30 +27,14 @@ import torch
 from PIL import Image
 
 from .. import pooling
-from ..backbones import get_backbone
+from ..backbones import deep_taps, get_backbone
 from ..errors import LookalikeError
 from ..postprocess import l2n_np
 from .base import ExplainParts, Method, MethodConfig, MethodSpec, State
 
-# Default taps per backbone family. EfficientNet-Lite: the last stride-16 stage (stage5, 112 ch
-# for lite0) and the three stride-32 outputs (stage6 192, stage7 320, head 1280): the paper
-# drops VGG's shallow conv1-2 ("first layers too sensitive") and keeps the last three blocks of
-# different depth; Lite0's stage3-4 are 40/80-channel texture layers, stage5..head are the
-# semantic ones. ResNet: layer2-4; VGG16: conv3-5 as in the paper; MobileNetV2: its last three.
-DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
-    "efficientnet-lite0": ("stage5", "stage6", "stage7", "head"),
-    "efficientnet-lite1": ("stage5", "stage6", "stage7", "head"),
-    "efficientnet-lite2": ("stage5", "stage6", "stage7", "head"),
-    "resnet50": ("layer2", "layer3", "layer4"),
-    "resnet101": ("layer2", "layer3", "layer4"),
-    "vgg16": ("conv3", "conv4", "conv5"),
-    "mobilenet_v2": ("block13", "block17", "head"),
-}
-
-
 @dataclass(frozen=True)
 class MsRmacConfig(MethodConfig):
-    """``layers``: taps (shallow→deep; empty = :data:`DEFAULT_LAYERS` of the backbone).
+    """``layers``: taps (shallow→deep; empty = the backbone's ``deep_taps``, engine/backbones).
     ``levels``/``overlap``: R-MAC region scales L and overlap (paper: 3, 40 %).
     ``layer_l2``: l2-normalise each ``F_j`` (our design, see module doc)."""
 
@@ -94,9 +78,7 @@ class MsRmacMethod(Method):
     def layers(self) -> tuple[str, ...]:
         if self.config.layers:
             return tuple(self.config.layers)
-        if self.config.backbone not in DEFAULT_LAYERS:
-            raise LookalikeError(f"ms-rmac has no default layers for backbone '{self.config.backbone}'; set 'layers'.")
-        return DEFAULT_LAYERS[self.config.backbone]
+        return deep_taps(self.config.backbone)
 
     def layer_dims(self) -> tuple[int, ...]:
         """Channels of each layer block (from the backbone; known after the first describe)."""

@@ -49,22 +49,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import pooling
+from ..backbones import deep_taps
 from ..errors import LookalikeError
 from ..pfa import principal_feature_analysis
 from ..postprocess import l2n_np
 from .base import ExplainParts, Method, MethodConfig, MethodSpec, State
-
-# The last two conv layers per backbone, shallow -> deep (see module doc for Lite0).
-SEDDATI_LAYERS: dict[str, tuple[str, str]] = {
-    "efficientnet-lite0": ("stage7", "head"),
-    "efficientnet-lite1": ("stage7", "head"),
-    "efficientnet-lite2": ("stage7", "head"),
-    "resnet50": ("layer3", "layer4"),
-    "resnet101": ("layer3", "layer4"),
-    "vgg16": ("conv4", "conv5"),
-    "mobilenet_v2": ("block17", "head"),
-}
-
 
 # -- pure functions (Algorithm 1) ---------------------------------------------------------------
 def square_sum_rmac(x: torch.Tensor, levels: int = 3, stride_fraction: float = 0.4) -> torch.Tensor:
@@ -113,7 +102,7 @@ class SeddatiConfig(MethodConfig):
 
     ``resolutions``: input longest sides (paper 550/800/1050). ``fusion``: ``"early"`` (the
     paper's map fusion) or ``"late"`` (Gordo's descriptor sum). ``layers``: taps shallow→deep
-    (empty = :data:`SEDDATI_LAYERS` of the backbone); ``num_layers``: keep the deepest 1 or 2.
+    (empty = the backbone's last two ``deep_taps``); ``num_layers``: keep the deepest 1 or 2.
     ``levels``/``stride_fraction``: Algorithm 1's l = 1..3 and 0.4. ``pfa``: select dims with PFA;
     ``pfa_dims`` (None: ``round(pfa_fraction·D)``, 400 on Lite0). ``cam``: add the CAM-masked
     local descriptor, ``cam_ratio`` the mask threshold (0.9·mean). ``image_side`` is unused
@@ -151,7 +140,7 @@ class SeddatiMethod(Method):
 
     # -- layout -------------------------------------------------------------------------
     def layers(self) -> tuple[str, ...]:
-        taps = tuple(self.config.layers) or SEDDATI_LAYERS.get(self.config.backbone, ())
+        taps = tuple(self.config.layers) or deep_taps(self.config.backbone, last=2)
         if not taps:
             raise LookalikeError(f"{self.name} has no default layers for backbone '{self.config.backbone}'; set 'layers'.")
         return taps[-self.config.num_layers:]
@@ -200,7 +189,7 @@ class SeddatiMethod(Method):
         # Capture both default layers even for the one-layer variants: the forward pass is the
         # same (the deeper layer needs the shallower one), and the evaluation's shared map cache
         # (keyed by taps) then serves every variant of the ablation from one CNN pass.
-        taps = list(dict.fromkeys((*(tuple(self.config.layers) or SEDDATI_LAYERS.get(self.config.backbone, ())),
+        taps = list(dict.fromkeys((*(tuple(self.config.layers) or deep_taps(self.config.backbone, last=2)),
                                    *self.layers())))
         if self.config.cam:
             cam_tap = extractor.backbone.cam_tap
