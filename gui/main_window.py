@@ -25,6 +25,7 @@ from engine import paths
 from engine.api import Collection, list_methods
 from engine.images import crop_box, is_image_path, load_image
 
+from .folder_watch import FolderWatchController
 from .overlays import OVERLAY_KINDS, LegendLabel, Overlay, OverlayView
 from .results_model import PathRole, ResultItem, ResultsModel
 from .thumbnails import ThumbnailProvider, pil_to_qimage
@@ -110,6 +111,9 @@ class MainWindow(QMainWindow):
         self._pending_why_rank: int | None = None
         self.thumbnails = ThumbnailProvider(self)
         self.tasks = TaskRunner(self)
+        self.folder_watch = FolderWatchController(self.tasks, self)
+        self.folder_watch.changes_found.connect(self._on_folder_changes)
+        self.folder_watch.folders_missing.connect(self._on_folders_missing)
         self.model = ResultsModel(self.thumbnails, self)
         self._build_ui()
         self._build_actions()
@@ -353,6 +357,14 @@ class MainWindow(QMainWindow):
         act.triggered.connect(self.adapt_to_collection)
         menu.addAction(act)
         self.adapt_action = act
+        act = QAction("&Watch folders for changes", self)
+        act.setCheckable(True)
+        act.setChecked(self.settings.value("watch_folders", True, type=bool))
+        act.setToolTip("Index new, edited and deleted photos of the collection's folders while Lookalike is open")
+        act.toggled.connect(self._on_watch_toggled)
+        menu.addAction(act)
+        self.watch_action = act
+        self.folder_watch.set_enabled(act.isChecked())
         menu.addSeparator()
         act = QAction("&Quit", self)
         act.setShortcut(QKeySequence.StandardKey.Quit)
@@ -471,6 +483,7 @@ class MainWindow(QMainWindow):
         if self.collection is not None:
             self.collection.close()
         self.collection = col
+        self.folder_watch.set_collection(col)
         d = str(col.directory)
         known = self.known_collections()
         if d not in known:
@@ -550,6 +563,7 @@ class MainWindow(QMainWindow):
             self.show_message(readable_error(exc))
             return
         self.refresh_collection_info()
+        self.folder_watch.rewatch()
         if index:
             self.start_index()
 
@@ -570,6 +584,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:
             self.show_message(readable_error(exc))
         self.refresh_collection_info()
+        self.folder_watch.rewatch()
 
     def show_failures(self) -> None:
         dlg = QDialog(self)
@@ -628,7 +643,7 @@ class MainWindow(QMainWindow):
     def is_indexing(self) -> bool:
         return self.index_thread is not None
 
-    def start_index(self, method: str | None = None) -> bool:
+    def start_index(self, method: str | None = None, verify_hashes: list[str] | None = None) -> bool:
         col = self.collection
         if col is None or self.is_indexing():
             return False
@@ -637,7 +652,7 @@ class MainWindow(QMainWindow):
             return False
         method = method or col.active_method
         overrides = self.index_overrides if col.catalog.method_config(method) is None else None
-        worker = IndexWorker(col, method, self.index_batch_size, overrides)
+        worker = IndexWorker(col, method, self.index_batch_size, overrides, verify_hashes)
         thread = IndexThread(worker, self)
         worker.progress.connect(self._on_index_progress)
         worker.file_failed.connect(self._on_file_failed)
@@ -652,6 +667,7 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"Indexing with {method}: scanning folders…")
         self._show_progress(True)
         self.index_button.setEnabled(False)
+        self.folder_watch.set_paused(True)
         thread.start()
         return True
 
@@ -709,11 +725,34 @@ class MainWindow(QMainWindow):
         if not report.cancelled and self.query is not None:
             self.rerun_query()
 
+    # ================================================================== folder watching
+    def _on_watch_toggled(self, on: bool) -> None:
+        self.settings.setValue("watch_folders", on)
+        self.folder_watch.set_enabled(on)
+
+    def _on_folder_changes(self, changes) -> None:
+        """New, edited or deleted photos found while the window is open: update the index."""
+        col = self.collection
+        if col is None or self.is_indexing():
+            return  # the running index sees them, or the next rescan does
+        if not col.catalog.has_descriptor(col.active_method):
+            self.statusBar().showMessage(f"Photo folders changed ({changes.summary()}); press Index to index them.", 15000)
+            return
+        self.statusBar().showMessage(f"Photo folders changed ({changes.summary()}): updating the index…", 10000)
+        self.start_index(verify_hashes=list(changes.verify_paths))
+
+    def _on_folders_missing(self, folders: list) -> None:
+        names = ", ".join(folders)
+        self.show_message(f"Not reachable now: {names}. Its photos stay in the collection and are checked "
+                          "again later (an unplugged drive?).", info=True)
+
     def _on_index_error(self, message: str) -> None:
         self.show_message(f"Indexing failed: {message}")
         self._index_done(None)
 
     def _index_done(self, report) -> None:
+        self.folder_watch.set_paused(False)
+        self.folder_watch.rewatch()  # new sub-folders
         self._show_progress(False)
         self.index_button.setEnabled(True)
         self.refresh_collection_info()
@@ -1140,6 +1179,7 @@ class MainWindow(QMainWindow):
     # ================================================================== shutdown
     def closeEvent(self, event) -> None:
         self.save_settings()
+        self.folder_watch.stop()
         if self.index_worker is not None:
             self.index_worker.cancel()
         if self.index_thread is not None:

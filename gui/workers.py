@@ -39,12 +39,14 @@ class IndexWorker(QObject):
     finished = Signal(object)
     error = Signal(str)
 
-    def __init__(self, collection, method: str | None, batch_size: int = 8, overrides: dict | None = None):
+    def __init__(self, collection, method: str | None, batch_size: int = 8, overrides: dict | None = None,
+                 verify_hashes: list[str] | None = None):
         super().__init__()
         self.collection = collection
         self.method = method
         self.batch_size = batch_size
         self.overrides = overrides
+        self.verify_hashes = verify_hashes or []  # files the folder watcher saw edited in place
         self.cancel_event = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
@@ -78,7 +80,7 @@ class IndexWorker(QObject):
         try:
             report: IndexReport = self.collection.index(method=self.method, progress=self._on_progress,
                                                         cancel=self.cancel_event, batch_size=self.batch_size,
-                                                        overrides=self.overrides)
+                                                        overrides=self.overrides, verify_hashes=self.verify_hashes)
         except Exception as exc:  # every failure reaches the window as a message
             traceback.print_exc()
             self.error.emit(readable_error(exc))

@@ -120,6 +120,31 @@ def test_cancel_mid_index_stops_early_and_reopening_resumes(qtbot, tmp_path, pho
     assert w2.info_images.text() == "12"
 
 
+def test_photos_added_edited_and_deleted_in_a_watched_folder_update_the_index(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat")
+    assert w.watch_action.isChecked()  # on by default
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
+        w.add_folder(str(photo_folder))
+    w.folder_watch.watcher.debounce_s = 0.0  # rescan on the next tick after an event
+    qtbot.waitUntil(lambda: str(photo_folder / "trip") in w.folder_watch.fs.directories(), timeout=WAIT_MS)
+    # A new photo in a sub-folder and a deleted one: the file-system event triggers the rescan.
+    make_photo(40).save(photo_folder / "trip" / "new.jpg", quality=90)
+    (photo_folder / "scene5.jpg").unlink()
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
+        pass
+    report = blocker.args[0]
+    assert (report.indexed, report.removed) == (1, 1)
+    paths = {r.path for r in w.collection.catalog.images()}
+    assert str(photo_folder / "trip" / "new.jpg") in paths and str(photo_folder / "scene5.jpg") not in paths
+    # Switched off (and remembered): a further change is left alone.
+    w.watch_action.setChecked(False)
+    assert w.settings.value("watch_folders", type=bool) is False
+    make_photo(41).save(photo_folder / "another.jpg", quality=90)
+    w.folder_watch.watcher.notify()
+    qtbot.wait(2500)
+    assert not w.is_indexing() and len(w.collection.catalog.images()) == 12
+
+
 def test_dropping_an_image_file_runs_the_query_and_shows_scored_thumbnails(qtbot, indexed_catalog):
     catalog, photos = indexed_catalog
     w = make_window(qtbot, catalog)
