@@ -217,8 +217,9 @@ def query_threads(cores: int | None = None, load: float | None = None) -> int:
     """Torch intra-op threads for one interactive query: the cores that are not already busy.
 
     With every core busy (our own indexer, another program) extra OpenMP threads wait at
-    barriers for descheduled siblings: on 2 busy cores one Lite0 forward pass took 2 s with
-    2 threads and 0.18 s with 1 (docs/BENCHMARKS.md). ``load`` defaults to the 1-minute load
+    barriers for descheduled siblings: in a benchmark run at load average ~4 on 2 cores,
+    drop-to-results took 2005 ms with 2 threads and 180 ms with 1; on the idle machine 2
+    threads win (93 vs 134 ms, docs/BENCHMARKS.md). ``load`` defaults to the 1-minute load
     average where the OS has one (not on Windows: then all cores).
     """
     cores = cores or available_cores()

@@ -13,7 +13,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # no
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QPixmap  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import make_photo, write_scene_folder  # noqa: E402
+from conftest import make_photo, shared_dataset, write_scene_folder  # noqa: E402
 from engine.api import Collection  # noqa: E402
 
 SMALL = {"image_side": 160}
@@ -93,6 +93,19 @@ def test_adding_a_folder_indexes_it_in_a_worker_while_the_ui_heartbeat_keeps_bea
     assert max(gaps) < 0.100, f"the UI thread starved for {max(gaps) * 1000:.0f} ms during indexing"
     # A finished run clears the resume mark.
     assert not [k for k in w.settings.allKeys() if k.startswith("resume/")]
+
+
+def test_indexing_the_shared_ukbench_photos_through_the_worker_then_a_dropped_query_finds_its_group(qtbot, tmp_path):
+    images = shared_dataset("ukbench56") / "images"
+    w = make_window(qtbot, tmp_path / "cat")
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
+        w.add_folder(str(images))
+    report = blocker.args[0]
+    assert (report.indexed, len(report.failed)) == (56, 0)
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        drop_urls(w, [images / "ukbench00004.jpg"])  # group 1: ukbench00004-00007
+    top4 = {Path(w.model.item(i).path).name for i in range(4)}
+    assert len(top4 & {f"ukbench0000{i}.jpg" for i in range(4, 8)}) >= 3
 
 
 def test_cancel_mid_index_stops_early_and_reopening_resumes(qtbot, tmp_path, photo_folder):
