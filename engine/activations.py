@@ -89,29 +89,28 @@ class Activation(nn.Module):
         return {n: float(p.detach()) for n, p in self.named_parameters()}
 
 
-class SinHActivation(Activation):
-    """``f(x) = beta * sinh(alpha * x)`` (our design; see module doc)."""
-
-    kind = "sinh"
+class _RateScaleActivation(Activation):
+    """An activation with a learnable rate ``alpha`` and scale ``beta``."""
 
     def __init__(self, alpha: float = 1.5, beta: float = 1.0):
         super().__init__()
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.beta = nn.Parameter(torch.tensor(float(beta)))
+
+
+class SinHActivation(_RateScaleActivation):
+    """``f(x) = beta * sinh(alpha * x)`` (our design; see module doc)."""
+
+    kind = "sinh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return sinh_activation(x, self.alpha, self.beta)
 
 
-class ExpActivation(Activation):
+class ExpActivation(_RateScaleActivation):
     """``f(x) = beta * (exp(alpha * x) - 1)`` (our design; see module doc)."""
 
     kind = "exp"
-
-    def __init__(self, alpha: float = 1.5, beta: float = 1.0):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
-        self.beta = nn.Parameter(torch.tensor(float(beta)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return exp_activation(x, self.alpha, self.beta)
