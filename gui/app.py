@@ -19,9 +19,11 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
+    from .resources import app_icon
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Lookalike")
+    app.setWindowIcon(app_icon())  # dialogs and the task bar too
     app.setOrganizationName("Lookalike")
     app.setStyle("Fusion")  # follows the system's dark / light colour scheme (Qt >= 6.5)
     window = MainWindow(catalog_dir=args.catalog)

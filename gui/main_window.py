@@ -29,6 +29,7 @@ from .folder_watch import FolderWatchController
 from .overlays import OVERLAY_KINDS, LegendLabel, Overlay, OverlayView
 from .results_model import PathRole, ResultItem, ResultsModel
 from .thumbnails import ThumbnailProvider, pil_to_qimage
+from .resources import app_icon
 from .why_panel import WhyData, WhyPanel, side_overlay
 from .workers import IndexThread, IndexWorker, TaskRunner, readable_error
 
@@ -89,6 +90,7 @@ class MainWindow(QMainWindow):
                  index_batch_size: int = 8, confirm: bool = True, index_overrides: dict | None = None):
         super().__init__()
         self.setWindowTitle("Lookalike")
+        self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.settings = settings or open_settings()
         self.index_batch_size = index_batch_size
@@ -1060,6 +1062,7 @@ class MainWindow(QMainWindow):
         qimage = self.query_image
 
         def work():
+            from engine.backbones import imagenet_category
             from engine.explain import class_activation_map, explain_match
 
             nonlocal query
@@ -1068,9 +1071,11 @@ class MainWindow(QMainWindow):
 
             e = explain_match(col, query, result_path, search_score=score)
             rimg = load_image(result_path, DISPLAY_SIDE)
-            cam_q = class_activation_map(col, query)
-            cam_r = class_activation_map(col, result_path)
-            return WhyData(e, qimage, pil_to_qimage(rimg), cam_q[0] if cam_q else None, cam_r[0] if cam_r else None)
+            qcam, qcls = class_activation_map(col, query) or (None, None)
+            rcam, rcls = class_activation_map(col, result_path) or (None, None)
+            return WhyData(e, qimage, pil_to_qimage(rimg), qcam, rcam,
+                           None if qcls is None else imagenet_category(qcls),
+                           None if rcls is None else imagenet_category(rcls))
 
         self.tasks.start("explain", work, self._on_explained, self._on_explain_error)
 
@@ -1113,7 +1118,8 @@ class MainWindow(QMainWindow):
         if kind == "none":
             ov = _legend_text("")
         else:
-            ov = side_overlay(kind, d.explanation.query, d.query_cam, d.query_image, outline_top=False)
+            ov = side_overlay(kind, d.explanation.query, d.query_cam, d.query_image, outline_top=False,
+                              cam_class=d.query_class)
             if kind == "regions" and d.explanation.kind == "regions":
                 ov.legend += f" – for result {os.path.basename(d.explanation.result.path)}"
         self.current_overlay = ov

@@ -131,18 +131,21 @@ def cluster_maps(parts) -> list[tuple[str, np.ndarray, int]]:
     return [("clusters", lab, 0)]
 
 
-def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int], top_k: int = 5) -> Overlay:
+def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int], top_k: int = 5,
+                  cam_class: str | None = None) -> Overlay:
     """The overlay of ``kind`` for one side of an explanation (``engine.explain.SideExplanation``).
 
-    ``cam``: the image's class activation map in [0, 1] (or None). ``size``: overlay pixels (w, h).
+    ``cam``: the image's class activation map in [0, 1] (or None) and ``cam_class`` the name of
+    the class it maps (the photo's top class). ``size``: overlay pixels (w, h).
     """
     if kind == "none" or side is None and kind != "cam":
         return Overlay()
     if kind == "cam":
         if cam is None:
             return Overlay(legend="This backbone has no classifier, so no class activation map (CAM).")
+        what = f"CAM of “{cam_class}” (the photo's most likely ImageNet class)" if cam_class else "CAM heat map"
         return Overlay(render_heat(cam, size, outline_at=CAM_THRESHOLD), gradient=True,
-                       legend=f"CAM heat map (low → high); white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak")
+                       legend=f"{what}, low → high; white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak")
     parts = side.parts
     top = side.top_parts(top_k)
     total = float(side.contributions.sum() + side.bias_contribution)

@@ -6,6 +6,7 @@ and states) and the channels with the largest ``q_c · r_c``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +22,16 @@ TOP_K = 5
 
 @dataclass
 class WhyData:
-    """A computed explanation with the two images and their CAMs (None when unavailable)."""
+    """A computed explanation with the two images, their CAMs and the classes those map
+    (None when the backbone has no classifier)."""
 
     explanation: object  # engine.explain.Explanation
     query_image: QImage
     result_image: QImage
     query_cam: np.ndarray | None
     result_cam: np.ndarray | None
+    query_class: str | None = None
+    result_class: str | None = None
 
 
 def overlay_size(img: QImage, longest: int = 640) -> tuple[int, int]:
@@ -35,14 +39,14 @@ def overlay_size(img: QImage, longest: int = 640) -> tuple[int, int]:
     return max(1, round(img.width() * s)), max(1, round(img.height() * s))
 
 
-def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True) -> Overlay:
+def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True, cam_class: str | None = None) -> Overlay:
     """Overlay of ``kind`` on one side; with ``outline_top`` the top parts stay outlined
     whatever the kind (the why-matched view), else a CAM overlay shows the heat map alone."""
     size = overlay_size(img)
     parts_kind = side.parts.kind if side is not None else "image"
     if kind == "none":
         kind = "clusters" if parts_kind == "clusters" else "regions"
-    ov = build_overlay(kind, side, cam, size, TOP_K)
+    ov = build_overlay(kind, side, cam, size, TOP_K, cam_class=cam_class)
     if outline_top and kind == "cam" and side is not None and parts_kind != "clusters":
         ov.boxes = build_overlay("regions", side, None, size, TOP_K).boxes
     return ov
@@ -163,9 +167,12 @@ class WhyPanel(QWidget):
         if d is None:
             return
         e = d.explanation
-        qov = side_overlay(self.kind, e.query, d.query_cam, d.query_image)
-        rov = side_overlay(self.kind, e.result, d.result_cam, d.result_image)
+        qov = side_overlay(self.kind, e.query, d.query_cam, d.query_image, cam_class=d.query_class)
+        rov = side_overlay(self.kind, e.result, d.result_cam, d.result_image, cam_class=d.result_class)
         self.query_view.set_overlay(qov)
         self.result_view.set_overlay(rov)
+        if self.kind == "cam" and d.query_class and d.result_class:
+            qov = dataclasses.replace(qov, legend=qov.legend.replace(
+                f"“{d.query_class}” (the photo's", f"“{d.query_class}” (query) and “{d.result_class}” (result) (each photo's"))
         self.legend.set_overlay(qov)
 

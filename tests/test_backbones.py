@@ -95,3 +95,10 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
     torch.save({"foo": torch.zeros(1)}, path)
     with pytest.raises(WeightsMissingError, match="not a vgg16 checkpoint"):
         BACKBONES["vgg16"].builder("vgg16", path)
+
+
+def test_imagenet_category_names_the_classifier_outputs():
+    from engine.backbones import imagenet_category
+
+    assert imagenet_category(497) == "church" and imagenet_category(0) == "tench"
+    assert imagenet_category(5000) == "class 5000"

@@ -224,6 +224,17 @@ def test_threshold_slider_and_near_duplicate_toggle_filter_the_results(qtbot, in
     assert sorted(w.model.item(r).path for r in range(w.model.rowCount())) == sorted(shown)
 
 
+def test_window_has_the_lookalike_icon_from_resources(qtbot, tmp_path):
+    from gui.resources import RESOURCES_DIR
+
+    w = make_window(qtbot, tmp_path / "cat")
+    assert (RESOURCES_DIR / "lookalike.svg").is_file()
+    pix = w.windowIcon().pixmap(64, 64)
+    assert not pix.isNull()  # the SVG was found and rendered
+    img = pix.toImage()
+    assert len({img.pixel(x, y) for x in range(0, 64, 4) for y in range(0, 64, 4)}) > 3
+
+
 def test_overlay_switching_shows_regions_cam_and_explains_missing_clusters(qtbot, indexed_catalog):
     catalog, photos = indexed_catalog
     w = make_window(qtbot, catalog)
@@ -235,6 +246,8 @@ def test_overlay_switching_shows_regions_cam_and_explains_missing_clusters(qtbot
     assert not w.query_view._overlay.pixmap().isNull()
     w.set_overlay("cam")
     assert w.current_overlay.image is not None and "CAM" in w.legend.text.text()
+    # The legend names the class the map is of (Lite0 has an ImageNet classifier).
+    assert w.why.query_class and f"“{w.why.query_class}”" in w.legend.text.text()
     w.set_overlay("clusters")
     assert w.current_overlay.image is None and "no clusters" in w.legend.text.text()
     assert w.query_view._overlay.pixmap().isNull()
@@ -263,6 +276,8 @@ def test_why_matched_lists_contributions_that_sum_to_the_score(qtbot, indexed_ca
     assert panel.channels.topLevelItemCount() == 10
     assert f"{e.score:.4f}" in panel.header.text()
     assert not panel.result_view._photo.pixmap().isNull()
+    w.set_overlay("cam")  # both sides' maps, and the legend names both classes
+    assert f"“{w.why.query_class}” (query) and “{w.why.result_class}” (result)" in panel.legend.text.text()
 
 
 def test_corrupt_query_file_shows_a_readable_message(qtbot, indexed_catalog, tmp_path):

@@ -65,6 +65,7 @@ def test_cam_overlay_needs_a_map_and_regions_overlay_refuses_clusters(qtbot):
     cam = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     ov = build_overlay("cam", None, cam, (40, 30))
     assert ov.image is not None and ov.gradient and "CAM" in ov.legend
+    assert "“church”" in build_overlay("cam", None, cam, (40, 30), cam_class="church").legend
     parts = ExplainParts("clusters", ["c"], np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32),
                          np.zeros(2, np.float32))
     assert build_overlay("regions", side_of(parts, [1.0]), None, (10, 10)).image is None

@@ -66,6 +66,15 @@ def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None
         return _cache[key]
 
 
+def imagenet_category(index: int) -> str:
+    """English name of ImageNet-1k class ``index``: the order every registered classifier uses
+    (the names ship with torchvision as weights metadata; nothing is downloaded)."""
+    from torchvision.models import ResNet50_Weights
+
+    names = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
 def deep_taps(backbone: str, last: int | None = None) -> tuple[str, ...]:
     """The backbone's semantic conv taps, shallow -> deep (the last ``last`` of them)."""
     if backbone not in BACKBONES:
