@@ -20,6 +20,7 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMenu, QMessageBox,
                                QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
+from engine.duplicate_threshold import ThresholdChoice, duplicate_threshold, stored_choice
 from engine.duplicates import DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, DuplicateGroup, PhotoInfo, move_to_folder
 
 MAX_GROUPS_SHOWN = 300
@@ -126,6 +127,8 @@ class DuplicatesView(QWidget):
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_computed, Qt.ConnectionType.QueuedConnection)
         self._computing: tuple | None = None  # key being computed in the worker thread
+        self.choice: ThresholdChoice | None = None  # the default threshold of the collection + method
+        self._choice_method = ""
         # Tests replace this with a function returning True/False instead of a dialog.
         self.confirm = self._confirm_dialog
 
@@ -137,6 +140,7 @@ class DuplicatesView(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(50, 99)
         self.slider.setValue(round(DEFAULT_THRESHOLD * 100))
+        self._auto_value = self.slider.value()  # the value we set; a user's own value is kept
         self.slider.setToolTip("Similarity threshold: lower finds more (looser) duplicates")
         self.slider.valueChanged.connect(self._on_slider)
         self.threshold_label = QLabel()
@@ -145,6 +149,7 @@ class DuplicatesView(QWidget):
         self._regroup_timer.setInterval(60)
         self._regroup_timer.timeout.connect(self.regroup)
         self.summary = QLabel("Press “Find duplicates”.")
+        self.summary.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(QLabel("In:"))
         top.addWidget(self.scope, 1)
@@ -239,30 +244,33 @@ class DuplicatesView(QWidget):
             return
         if self._computing == key:
             return  # already on its way
-        cfg = DuplicateConfig(threshold=self.threshold(), floor=self.slider.minimum() / 100.0)
         folder = self.scope.currentData()
         self.summary.setText("Comparing photos…")
-        if col.catalog.image_count() <= SYNC_LIMIT:
+        # Small collections are compared at once, unless the method's default threshold has
+        # yet to be measured on this collection (seconds of CNN work: the worker does that).
+        if col.catalog.image_count() <= SYNC_LIMIT and stored_choice(col) is not None:
             QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
             try:
-                finder, error = self._compute(col, folder, cfg)
+                result, error = self._compute(col, folder)
             finally:
                 QGuiApplication.restoreOverrideCursor()
-            self._on_computed(key, finder, error)
+            self._on_computed(key, result, error)
             return
         self._computing = key
         self.find_btn.setEnabled(False)
 
         def work() -> None:
-            finder, error = self._compute(col, folder, cfg)
-            self._relay.done.emit(key, finder, error)
+            result, error = self._compute(col, folder)
+            self._relay.done.emit(key, result, error)
 
         threading.Thread(target=work, name="duplicates", daemon=True).start()
 
     @staticmethod
-    def _compute(col, folder, cfg) -> tuple[DuplicateFinder | None, str | None]:
+    def _compute(col, folder) -> tuple[tuple[DuplicateFinder, ThresholdChoice] | None, str | None]:
         try:
-            return DuplicateFinder.from_collection(col, folder=folder, config=cfg), None
+            choice = duplicate_threshold(col)
+            cfg = DuplicateConfig(threshold=choice.threshold, floor=choice.floor)
+            return (DuplicateFinder.from_collection(col, folder=folder, config=cfg), choice), None
         except Exception as exc:  # no descriptors yet, etc.: say it, do not crash the window
             return None, str(exc)
 
@@ -270,7 +278,7 @@ class DuplicatesView(QWidget):
         """True while the similarity graph is computed in the worker thread."""
         return self._computing is not None
 
-    def _on_computed(self, key, finder, error) -> None:
+    def _on_computed(self, key, result, error) -> None:
         if self._computing == key:
             self._computing = None
         self.find_btn.setEnabled(True)
@@ -282,8 +290,23 @@ class DuplicatesView(QWidget):
         col = self.collection_getter()
         if col is None or self._key(col) != key:
             return  # the collection or scope changed meanwhile: a newer request follows
-        self.finder, self._finder_key = finder, key
+        self.finder, self._finder_key = result[0], key
+        self._apply_choice(result[1], col.active_method)
         self.regroup()
+
+    def _apply_choice(self, choice: ThresholdChoice, method: str) -> None:
+        """Offer the method's similarity range and, unless the user set a threshold, its default."""
+        self.choice, self._choice_method = choice, method
+        self.slider.blockSignals(True)
+        keep_user_value = self.slider.value() != self._auto_value
+        self.slider.setMinimum(round(choice.floor * 100))
+        if not keep_user_value:
+            self.slider.setValue(round(choice.threshold * 100))
+            self._auto_value = self.slider.value()
+        self.slider.blockSignals(False)
+        self.slider.setToolTip(f"Similarity threshold: lower finds more (looser) duplicates. Default: "
+                               f"{choice.describe(method)}.")
+        self._update_label()
 
     def _on_slider(self, _v: int) -> None:
         self._update_label()
@@ -313,7 +336,11 @@ class DuplicatesView(QWidget):
         text = f"{len(groups)} groups, {extra} photos that could go"
         if len(groups) > MAX_GROUPS_SHOWN:
             text += f" (first {MAX_GROUPS_SHOWN} groups shown; raise the threshold to narrow)"
-        self.summary.setText(text if groups else "No duplicates at this threshold.")
+        if not groups:
+            text = "No duplicates at this threshold."
+        if self.choice is not None and self.choice.calibrated:
+            text += f" (Default {self.choice.describe(self._choice_method)}.)"
+        self.summary.setText(text)
         self._update_buttons()
 
     def _on_thumbnail(self, path: str) -> None:

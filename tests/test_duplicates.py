@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from engine.api import Collection
-from engine.duplicates import (DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph, move_to_folder,
-                               pairs_of, sort_keep_first)
-from tests.conftest import write_copies_folder
+from engine.duplicates import (DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph,
+                               move_to_folder, pairs_of, sort_keep_first)
+from tests.conftest import make_photo, write_copies_folder
 
 
 def _unit(v):
@@ -141,3 +141,52 @@ def test_collection_duplicates_group_the_copies_and_the_cli_prints_them(tmp_path
     out = json.loads(capsys.readouterr().out)
     assert len(out) == len(groups) and {"exact", "keep", "members"} <= set(out[0])
     assert main(["duplicates", "--catalog", str(cat), "--threshold", "1.5"]) == 2
+
+
+def test_threshold_rule_keeps_the_measured_default_when_edits_score_high_and_calibrates_otherwise():
+    from engine.duplicate_threshold import choose_threshold
+
+    high = choose_threshold([0.80, 0.86, 0.95, 0.97, 0.99])  # median 0.95: R-MAC-like scores
+    assert high.threshold == DEFAULT_THRESHOLD and not high.calibrated and high.floor == 0.5
+    low = choose_threshold([0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85])  # median 0.45
+    assert low.calibrated and low.threshold == 0.25  # catches 3 in 4 of the edits
+    assert sum(v >= low.threshold for v in low.edit_similarities) / 9 >= 0.75
+    assert low.floor == 0.01 and "calibrated for cluster-mac" in low.describe("cluster-mac")
+    assert choose_threshold([]).threshold == DEFAULT_THRESHOLD  # nothing measurable: the default
+
+
+def test_light_edits_are_a_small_recompressed_copy_a_crop_and_a_brighter_copy():
+    from engine.duplicate_threshold import light_edits
+
+    img = make_photo(7, (320, 240))
+    small, crop, bright = light_edits(img)
+    assert small.size == (160, 120) and crop.size == (304, 228) and bright.size == img.size
+    assert np.asarray(bright, np.float32).mean() > np.asarray(img, np.float32).mean() + 5
+
+
+def test_default_threshold_is_calibrated_for_whitened_cluster_mac_and_measured_once_per_indexing(tmp_path, monkeypatch):
+    import engine.duplicate_threshold as dt
+
+    photos = _dup_folder(tmp_path / "photos")
+    col = Collection.open(tmp_path / "cat")
+    col.index(method="rmac", folders=[str(photos)], overrides={"image_side": 256})
+    rmac = dt.duplicate_threshold(col, "rmac")
+    assert not rmac.calibrated and rmac.threshold == DEFAULT_THRESHOLD  # edits score high under R-MAC
+    col.index(method="cluster-mac", overrides={"image_side": 160, "tap": "stage7"})
+    calls = []
+    measure = dt.measure_edit_similarities
+    monkeypatch.setattr(dt, "measure_edit_similarities", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    choice = dt.duplicate_threshold(col, "cluster-mac")
+    # Per-cluster whitening: a lightly edited copy scores far below 0.87, so 0.87 would find nothing.
+    assert choice.calibrated and choice.threshold < 0.6 and len(choice.edit_similarities) == 3 * 8
+    assert dt.duplicate_threshold(col, "cluster-mac") == choice and len(calls) == 1  # stored
+    (photos / "other0.jpg").unlink()
+    col.index(method="cluster-mac", overrides={"image_side": 160, "tap": "stage7"})  # new generation
+    dt.duplicate_threshold(col, "cluster-mac")
+    assert len(calls) == 2
+    # At the calibrated threshold the copies of a scene are found together.
+    groups = DuplicateFinder.from_collection(col, "cluster-mac", config=DuplicateConfig(
+        threshold=choice.threshold, floor=choice.floor)).groups()
+    near = [g for g in groups if not g.exact]
+    assert near and all(len({Path(p).name.split("_")[0].split(".")[0] for p in g.paths}) == 1 for g in near)
+    col.close()

@@ -229,6 +229,23 @@ def test_duplicates_view_groups_the_copies_and_regroups_with_the_slider(qtbot, c
     assert "scene" in v.copy_list()
 
 
+def test_duplicates_view_offers_a_calibrated_threshold_and_keeps_a_users_own(qtbot, col, monkeypatch):
+    import gui.duplicates_view as dv
+    from engine.duplicate_threshold import ThresholdChoice
+
+    # A method whose similarities run low (e.g. whitened cluster-MAC): its measured default.
+    choice = ThresholdChoice(0.3, True, (0.1, 0.3, 0.5, 0.7))
+    monkeypatch.setattr(dv, "duplicate_threshold", lambda c: choice)
+    v = _duplicates(qtbot, col)
+    assert v.slider.minimum() == 1 and v.slider.value() == 30 and v.threshold_label.text() == "0.30"
+    assert "calibrated for rmac" in v.slider.toolTip()
+    assert v.finder.config.threshold == 0.3 and v.finder.config.floor == 0.01
+    v.slider.setValue(95)
+    v.find_duplicates(force=True)
+    qtbot.waitUntil(lambda: not v.busy() and v.finder is not None, timeout=WAIT_MS)
+    assert v.slider.value() == 95  # the user's own threshold survives a recomputation
+
+
 def test_big_collections_are_compared_in_a_worker_thread_and_scoped_to_a_folder(qtbot, col, collection_dir,
                                                                                monkeypatch):
     import gui.duplicates_view as dv

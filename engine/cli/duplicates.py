@@ -11,8 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_catalog_argument(p)
     p.add_argument("--method", default=None, help="descriptor method (default: the collection's)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"cosine similarity at or above which photos are near-duplicates (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"cosine similarity at or above which photos are near-duplicates (default {DEFAULT_THRESHOLD}, "
+                        "or calibrated on the collection's photos for methods whose similarities run lower)")
     p.add_argument("--folder", default=None, help="only photos under this folder")
     p.add_argument("--no-exact", action="store_true", help="leave out the exact (content hash) tier")
     p.add_argument("--json", action="store_true")
@@ -20,13 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import Collection
+    from ..duplicate_threshold import duplicate_threshold
     from ..duplicates import DEFAULT_FLOOR, DuplicateConfig, DuplicateFinder
     from ..errors import LookalikeError
 
-    if not 0.0 < args.threshold <= 1.0:
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise LookalikeError(f"--threshold must be in (0, 1], got {args.threshold}.")
     col = Collection.open(args.catalog, create=False)
-    cfg = DuplicateConfig(threshold=args.threshold, floor=min(DEFAULT_FLOOR, args.threshold), exact=not args.no_exact)
+    threshold, note = args.threshold, ""
+    if threshold is None:
+        choice = duplicate_threshold(col, args.method)
+        threshold, note = choice.threshold, choice.describe(col.method(args.method).name)
+    cfg = DuplicateConfig(threshold=threshold, floor=min(DEFAULT_FLOOR, threshold), exact=not args.no_exact)
     groups = DuplicateFinder.from_collection(col, args.method, args.folder, cfg).groups()
     if args.json:
         print_json([g.to_json() for g in groups])
@@ -38,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             mark = "keep" if k == 0 else "    "
             res = f"{m.width}x{m.height}" if m.width else "?"
             print(f"  {mark} {res:>11} {m.size:>10}  {m.path}")
-    print(f"{len(groups)} groups, {sum(len(g.members) - 1 for g in groups)} photos that could go")
+    print(f"{len(groups)} groups, {sum(len(g.members) - 1 for g in groups)} photos that could go"
+          + (f" ({note})" if note else ""))
     return 0
 
 
