@@ -27,7 +27,7 @@ from engine.images import crop_box, is_image_path, load_image
 
 from .folder_watch import FolderWatchController
 from .overlays import OVERLAY_KINDS, LegendLabel, Overlay, OverlayView
-from .results_model import PathRole, ResultItem, ResultsModel
+from .results_model import NEAR_DUPLICATE_SCORE, PathRole, ResultItem, ResultsModel
 from .thumbnails import ThumbnailProvider, pil_to_qimage
 from .resources import app_icon
 from .why_panel import WhyData, WhyPanel, side_overlay
@@ -851,6 +851,8 @@ class MainWindow(QMainWindow):
         if items:
             self.score_range = (min(it.score for it in items), max(it.score for it in items))
         self.model.set_results(items, qpath)
+        if self.hide_dups.isChecked():
+            self._update_near_duplicate_score()
         self._on_threshold_changed(self.threshold_slider.value())
         self._update_count()
         self.right_tabs.setCurrentIndex(0)
@@ -901,6 +903,31 @@ class MainWindow(QMainWindow):
     def _on_hide_dups(self, on: bool) -> None:
         self.model.set_hide_near_duplicates(on)
         self._update_count()
+        if on:
+            self._update_near_duplicate_score()
+
+    def _update_near_duplicate_score(self) -> None:
+        """Near-duplicates of the query score >= 0.95; for a method whose similarities run lower
+        (e.g. cluster-MAC), >= the collection's calibrated duplicate threshold (measured once per
+        indexing, in a worker: see engine/duplicate_threshold.py)."""
+        col = self.collection
+        if col is None:
+            return
+        from engine.duplicate_threshold import duplicate_threshold
+
+        method = col.active_method
+
+        def done(choice) -> None:
+            if self.collection is not col or col.active_method != method:
+                return
+            score = choice.threshold if choice.calibrated else NEAR_DUPLICATE_SCORE
+            self.model.set_near_duplicate_score(score)
+            self.hide_dups.setToolTip(f"Hide results scoring {score:.2f} or more with {method}, and the query itself")
+            self._update_count()
+
+        self.tasks.start("near-duplicate-score", lambda: duplicate_threshold(col, method), done,
+                         lambda message: self.statusBar().showMessage(
+                             f"Near-duplicates are results scoring {NEAR_DUPLICATE_SCORE} or more ({message})", 8000))
 
     def _on_sort_changed(self, _i: int) -> None:
         self.model.set_sort(self.sort_combo.currentData())

@@ -46,6 +46,7 @@ class ResultsModel(QAbstractListModel):
         self.query_path: str | None = None
         self.threshold = -float("inf")
         self.hide_near_duplicates = False
+        self.near_duplicate_score = NEAR_DUPLICATE_SCORE
         self.text_filter = ""
         self.sort_key = self.SORT_SCORE
         self._placeholder: QPixmap | None = None
@@ -82,6 +83,11 @@ class ResultsModel(QAbstractListModel):
         self.hide_near_duplicates = bool(hide)
         self._refilter()
 
+    def set_near_duplicate_score(self, score: float) -> None:
+        """Scores at or above ``score`` count as near-duplicates of the query."""
+        self.near_duplicate_score = float(score)
+        self._refilter()
+
     def set_text_filter(self, text: str) -> None:
         self.text_filter = text.strip().lower()
         self._refilter()
@@ -100,7 +106,7 @@ class ResultsModel(QAbstractListModel):
     def _passes(self, it: ResultItem) -> bool:
         if it.score < self.threshold:
             return False
-        if self.hide_near_duplicates and (it.score >= NEAR_DUPLICATE_SCORE or it.path == self.query_path):
+        if self.hide_near_duplicates and (it.score >= self.near_duplicate_score or it.path == self.query_path):
             return False
         if self.text_filter and self.text_filter not in it.path.lower():
             return False

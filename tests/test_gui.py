@@ -224,6 +224,24 @@ def test_threshold_slider_and_near_duplicate_toggle_filter_the_results(qtbot, in
     assert sorted(w.model.item(r).path for r in range(w.model.rowCount())) == sorted(shown)
 
 
+def test_hiding_near_duplicates_uses_the_calibrated_threshold_of_a_low_scoring_method(qtbot, indexed_catalog,
+                                                                                     monkeypatch):
+    import engine.duplicate_threshold as dt
+
+    catalog, photos = indexed_catalog
+    w = make_window(qtbot, catalog)
+    query_and_wait(qtbot, w, photos / "scene1.jpg")
+    scores = sorted((w.model.item(r).score for r in range(w.model.rowCount())), reverse=True)
+    cut = (scores[2] + scores[3]) / 2
+    # As for cluster-MAC: the collection's duplicate threshold is far below 0.95.
+    monkeypatch.setattr(dt, "duplicate_threshold", lambda col, method=None: dt.ThresholdChoice(cut, True, (cut,)))
+    w.hide_dups.setChecked(True)
+    qtbot.waitUntil(lambda: w.model.near_duplicate_score == cut, timeout=WAIT_MS)
+    assert w.model.rowCount() == len(scores) - 3  # the query and the two results above the cut
+    assert all(w.model.item(r).score < cut for r in range(w.model.rowCount()))
+    assert f"{cut:.2f}" in w.hide_dups.toolTip()
+
+
 def test_window_has_the_lookalike_icon_from_resources(qtbot, tmp_path):
     from gui.resources import RESOURCES_DIR
 
