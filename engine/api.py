@@ -53,6 +53,7 @@ class Collection:
         self.device = device
         self.weights = weights
         self._search: dict[str, SearchIndex] = {}
+        self._carried: dict[str, dict] = {}  # per method: what a stale search index passes on
         self._methods: dict[str, Method] = {}
         self._lock = threading.RLock()
 
@@ -135,7 +136,9 @@ class Collection:
         report = Indexer(self.catalog, m, extractor, batch_size=batch_size,
                          verify_hashes=verify_hashes).run(progress=progress, cancel=cancel)
         self.catalog.set_meta("last_indexed", str(time.time()))
-        self._search.pop(m.name, None)
+        old = self._search.pop(m.name, None)
+        if old is not None and old.generation != self.catalog.generation(m.name):
+            self._carried[m.name] = old.carry_over()  # diffusion's kNN lists, to update not rebuild
         return report
 
     # -- search -------------------------------------------------------------------------
@@ -144,7 +147,9 @@ class Collection:
         with self._lock:
             idx = self._search.get(m.name)
             if idx is None or idx.is_stale():
-                idx = SearchIndex(self.catalog, m)
+                carried = idx.carry_over() if idx is not None else self._carried.get(m.name)
+                idx = SearchIndex(self.catalog, m, carried=carried)
+                self._carried.pop(m.name, None)
                 self._search[m.name] = idx
             return idx
 

@@ -17,10 +17,10 @@ there (diffusion's kNN graph).
   nearest items, 0 elsewhere; ranking by ``f`` solving ``(I - αS) f = y`` with conjugate
   gradient (Iscen et al. eq. (4)/(8), 20 iterations). Our defaults k = 10, α = 0.8 instead
   of the paper's 50 / 0.99 (measured; see :class:`DiffusionParams`).
-  The graph is built once per collection generation, lazily on the first diffusion
-  query, and cached; it is **recomputed** (not updated incrementally) when the collection
-  changes, because a collection change also re-fits post-processing (whitening) that
-  changes every search vector.
+  The graph is built lazily on the first diffusion query and cached for the collection
+  generation; after photos are added or removed its kNN lists are **updated incrementally**
+  from the previous generation's (``engine.knn_graph``), or rebuilt when the other photos'
+  vectors changed (a re-fitted whitening moves every vector).
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import faiss
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
+
+from .knn_graph import KnnLists, build_knn_lists, update_knn_lists
 
 Reranker = Callable[..., tuple[np.ndarray, np.ndarray]]
 
@@ -74,23 +76,42 @@ class DiffusionParams:
     iters: int = 20
 
 
-def knn_graph(database: np.ndarray, k: int, gamma: float) -> scipy.sparse.csr_matrix:
-    """Normalised mutual-kNN affinity ``S = D^-1/2 A D^-1/2`` (Iscen et al. 2017 §3)."""
-    x = np.ascontiguousarray(database, np.float32)
-    n = len(x)
-    k = max(1, min(k, n - 1))
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, nn = index.search(x, k + 1)
-    rows = np.repeat(np.arange(n), k + 1)
-    vals = np.clip(sims.reshape(-1), 0, None) ** gamma
-    A = scipy.sparse.csr_matrix((vals, (rows, nn.reshape(-1))), shape=(n, n))
+def affinity_from_lists(lists: KnnLists, gamma: float) -> scipy.sparse.csr_matrix:
+    """Normalised mutual-kNN affinity ``S = D^-1/2 A D^-1/2`` (Iscen et al. 2017 §3) with
+    ``a_ij = max(x_i·x_j, 0)^γ`` on the kNN lists."""
+    n, kk = lists.neighbours.shape
+    rows = np.repeat(np.arange(n), kk)
+    vals = np.clip(lists.sims.reshape(-1), 0, None).astype(np.float64) ** gamma
+    A = scipy.sparse.csr_matrix((vals, (rows, lists.neighbours.reshape(-1))), shape=(n, n))
     A.setdiag(0)
     A.eliminate_zeros()
     A = A.minimum(A.T)  # mutual neighbours only (min of a_ij, a_ji: zero unless both)
     deg = np.asarray(A.sum(1)).ravel()
     dis = scipy.sparse.diags(1.0 / np.sqrt(np.maximum(deg, 1e-12)))
     return (dis @ A @ dis).tocsr()
+
+
+def knn_graph(database: np.ndarray, k: int, gamma: float) -> scipy.sparse.csr_matrix:
+    """The affinity of a full kNN build of ``database``."""
+    return affinity_from_lists(build_knn_lists(np.arange(len(database)), database, k), gamma)
+
+
+def _knn_lists(database: np.ndarray, k: int, cache: dict | None) -> KnnLists:
+    """The database's kNN lists: cached; else updated from the previous generation's lists
+    when the cache has them (``SearchIndex`` passes them on with the photos' ``ids``); else built."""
+    key = ("knn_lists", k)
+    if cache is not None and key in cache:
+        return cache[key]
+    ids = cache.get("ids") if cache is not None else None
+    previous = cache.get("previous", {}).get(key) if cache is not None else None
+    if ids is not None and len(ids) == len(database) and previous is not None:
+        lists = update_knn_lists(previous, ids, database, k)
+    else:
+        lists = build_knn_lists(np.arange(len(database)) if ids is None else ids, database, k)
+    if cache is not None:
+        cache[key] = lists
+        cache.pop("previous", None)
+    return lists
 
 
 def diffusion(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray,
@@ -100,7 +121,7 @@ def diffusion(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order
     key = ("diffusion_graph", params.k, params.gamma, n)
     S = cache.get(key) if cache is not None else None
     if S is None:
-        S = knn_graph(database, params.k, params.gamma)
+        S = affinity_from_lists(_knn_lists(database, params.k, cache), params.gamma)
         if cache is not None:
             cache[key] = S
     q = np.asarray(query, np.float32)

@@ -31,9 +31,11 @@ class SearchIndex:
     """The faiss index of one method over one catalog, with the method's fitted state."""
 
     def __init__(self, catalog: CatalogStore, method: Method, shortlist: int = 200,
-                 ann: AnnConfig | None = None):
+                 ann: AnnConfig | None = None, carried: dict | None = None):
         """``ann``: exact vs approximate index settings (default :class:`AnnConfig`: exact up
-        to 100k photos, IVF-PQ with exact re-scoring above; see :mod:`engine.ann`)."""
+        to 100k photos, IVF-PQ with exact re-scoring above; see :mod:`engine.ann`).
+        ``carried``: :meth:`carry_over` of an earlier generation's index: its diffusion kNN
+        lists are updated rather than rebuilt (see :mod:`engine.knn_graph`)."""
         self.catalog = catalog
         self.method = method
         self.shortlist = shortlist
@@ -45,7 +47,11 @@ class SearchIndex:
         self.vectors = np.ascontiguousarray(method.search_vectors(self.raw, self.fit_state), dtype=np.float32)
         self.index = build_vector_index(catalog, method.name, self.vectors, ann)
         self._row_of_path = {p: i for i, p in enumerate(self.paths)}
-        self.rerank_cache: dict = {}  # rerankers' derived structures (diffusion graph), this generation
+        # Rerankers' derived structures (diffusion graph) for this generation; the photos' ids
+        # and the previous generation's kNN lists let diffusion update instead of rebuild.
+        self.rerank_cache: dict = {"ids": self.ids}
+        if carried:
+            self.rerank_cache["previous"] = carried
 
     def _fitted_state(self):
         stored = self.catalog.load_state(self.method.name, "fit")
@@ -55,6 +61,13 @@ class SearchIndex:
         if state is not None:
             self.catalog.save_state(self.method.name, "fit", state, self.generation)
         return state
+
+    def carry_over(self) -> dict:
+        """What the next generation's index can reuse: the kNN lists diffusion built (small:
+        ids, one fingerprint and k+1 neighbours per photo), or what this index was given and
+        has not used yet."""
+        got = {k: v for k, v in self.rerank_cache.items() if isinstance(k, tuple) and k[0] == "knn_lists"}
+        return got or dict(self.rerank_cache.get("previous", {}))
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -68,9 +68,10 @@ def test_diffusion_graph_is_built_once_per_cache_and_is_mutual():
     cache: dict = {}
     s, order = _initial(db[0], db)
     diffusion(db[0], db, s, order, cache=cache, params=DiffusionParams(k=2, query_k=1))
-    graphs = list(cache.values())
+    key = ("diffusion_graph", 2, 3.0, len(db))
+    graph = cache[key]
     diffusion(db[3], db, s, order, cache=cache, params=DiffusionParams(k=2, query_k=1))
-    assert len(cache) == 1 and list(cache.values())[0] is graphs[0]
+    assert cache[key] is graph and set(cache) == {key, ("knn_lists", 2)}
     S = knn_graph(db, 2, 3.0).toarray()
     np.testing.assert_allclose(S, S.T, atol=1e-7)
     assert np.all(S[-1] == 0)  # the distractor is nobody's mutual neighbour
@@ -80,3 +81,65 @@ def test_none_is_the_identity():
     s, o = np.array([0.9, 0.1]), np.array([1, 0])
     s2, o2 = RERANKERS["none"](np.zeros(2), np.eye(2), s, o, cache={})
     assert o2 is o and s2 is s
+
+
+def _lists_as_sets(lists):
+    return [({int(lists.ids[j]) for j in row}, ) for row in lists.neighbours]
+
+
+def _random_unit(n, d=24, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_knn_lists_updated_for_added_and_removed_photos_equal_a_full_build():
+    from engine.knn_graph import build_knn_lists, update_knn_lists
+
+    x = _random_unit(300)
+    ids = np.arange(1000, 1300)
+    old = build_knn_lists(ids[:260], x[:260], 5)
+    # Photos 1000-1019 were deleted, 1260-1299 added; the others keep their vectors.
+    keep = np.r_[20:300]
+    new = update_knn_lists(old, ids[keep], x[keep], 5)
+    full = build_knn_lists(ids[keep], x[keep], 5)
+    assert new.how == "incremental"
+    assert _lists_as_sets(new) == _lists_as_sets(full)
+    np.testing.assert_allclose(new.sims, full.sims, atol=1e-6)
+
+
+def test_knn_lists_are_rebuilt_when_the_kept_vectors_changed():
+    from engine.knn_graph import build_knn_lists, update_knn_lists
+
+    x = _random_unit(200)
+    ids = np.arange(200)
+    old = build_knn_lists(ids[:180], x[:180], 4)
+    moved = _random_unit(200, seed=1)  # e.g. whitening re-fitted on the grown collection
+    new = update_knn_lists(old, ids, moved, 4)
+    assert new.how == "full" and _lists_as_sets(new) == _lists_as_sets(build_knn_lists(ids, moved, 4))
+
+
+def test_diffusion_after_indexing_more_photos_updates_the_graph_and_ranks_as_a_fresh_build(tmp_path):
+    from engine.api import Collection
+    from tests.conftest import make_photo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(14):
+        make_photo(300 + i, (160, 120)).save(photos / f"p{i:02d}.jpg", quality=90)
+    col = Collection.open(tmp_path / "cat")
+    small = {"image_side": 128}
+    col.index(method="rmac", folders=[str(photos)], overrides=small)
+    col.search(str(photos / "p00.jpg"), method="rmac", top=5, rerank="diffusion")
+    for i in range(14, 18):
+        make_photo(300 + i, (160, 120)).save(photos / f"p{i:02d}.jpg", quality=90)
+    col.index(method="rmac", overrides=small)
+    got = col.search(str(photos / "p00.jpg"), method="rmac", top=8, rerank="diffusion")
+    lists = col.search_index("rmac").rerank_cache[("knn_lists", DiffusionParams().k)]
+    assert lists.how == "incremental" and len(lists.ids) == 18
+    fresh = Collection.open(tmp_path / "cat")
+    want = fresh.search(str(photos / "p00.jpg"), method="rmac", top=8, rerank="diffusion")
+    assert fresh.search_index("rmac").rerank_cache[("knn_lists", DiffusionParams().k)].how == "full"
+    assert [r.path for r in got] == [r.path for r in want]
+    np.testing.assert_allclose([r.score for r in got], [r.score for r in want], atol=1e-5)
+    col.close()
+    fresh.close()
