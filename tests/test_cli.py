@@ -55,6 +55,13 @@ def test_index_search_status_methods_json(capsys, tmp_path, photo_folder):
     code, out, _ = run_cli(capsys, "search", str(photo_folder / "scene2.jpg"), "--catalog", cat, "--top", "3", "--json")
     res = json.loads(out)
     assert code == 0 and len(res) == 3 and res[0]["path"].endswith("scene2.jpg")
+    # Several queries in one process; a bad one is reported and the others still answered.
+    code, out, err = run_cli(capsys, "search", str(photo_folder / "scene2.jpg"), str(tmp_path / "gone.jpg"),
+                             str(photo_folder / "scene5.jpg"), "--catalog", cat, "--top", "2", "--json")
+    many = json.loads(out)
+    assert code == 2 and "gone.jpg" in err and [m["query"] for m in many] == [
+        str(photo_folder / "scene2.jpg"), str(photo_folder / "scene5.jpg")]
+    assert many[1]["results"][0]["path"].endswith("scene5.jpg") and len(many[1]["results"]) == 2
     code, out, _ = run_cli(capsys, "status", "--catalog", cat, "--json", "--check")
     st = json.loads(out)
     assert code == 0 and st["images"] == 12 and st["check"]["ok"] and st["methods"] == [{"name": "mac", "descriptors": 12}]

@@ -1,14 +1,20 @@
-"""``lookalike search IMAGE``: the most similar photos of a collection."""
+"""``lookalike search IMAGE...``: the most similar photos of a collection.
+
+Several images are searched in one process (the model loads once): the text output gives each
+query's results under a ``== IMAGE`` line, ``--json`` a list of ``{"query", "results"}``. A query
+that fails is reported on stderr and the others still run (exit status 2 at the end).
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..rerank import RERANKERS
 from . import Command, add_catalog_argument, add_device_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="query image file")
+    p.add_argument("image", nargs="+", help="query image file(s)")
     add_catalog_argument(p)
     p.add_argument("--method", default=None, help="descriptor method (default: the collection's)")
     add_device_argument(p)
@@ -24,16 +30,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..api import Collection
+    from ..errors import LookalikeError
 
     col = Collection.open(args.catalog, create=False, device=args.device, weights=args.weights)
-    results = col.search(args.image, method=args.method, top=args.top, exclude_query=args.exclude_query,
-                         box=tuple(args.box) if args.box else None, box_mode=args.box_mode, rerank=args.rerank)
+    box = tuple(args.box) if args.box else None
+
+    def search(image: str) -> list[dict]:
+        results = col.search(image, method=args.method, top=args.top, exclude_query=args.exclude_query,
+                             box=box, box_mode=args.box_mode, rerank=args.rerank)
+        return [{"path": r.path, "score": round(r.score, 6)} for r in results]
+
+    if len(args.image) == 1:  # one query: a plain list (errors end the command)
+        found = search(args.image[0])
+        if args.json:
+            print_json(found)
+        else:
+            for r in found:
+                print(f"{r['score']:.4f}  {r['path']}")
+        return 0
+    answers, failed = [], 0
+    for image in args.image:
+        try:
+            found = search(image)
+        except LookalikeError as exc:
+            failed += 1
+            print(f"lookalike: error: {image}: {exc}", file=sys.stderr)
+            continue
+        answers.append({"query": image, "results": found})
+        if not args.json:
+            print(f"== {image}")
+            for r in found:
+                print(f"{r['score']:.4f}  {r['path']}")
     if args.json:
-        print_json([{"path": r.path, "score": round(r.score, 6)} for r in results])
-    else:
-        for r in results:
-            print(f"{r.score:.4f}  {r.path}")
-    return 0
+        print_json(answers)
+    return 2 if failed else 0
 
 
 COMMAND = Command("search", "find the photos most similar to an image", add_arguments, run)
