@@ -30,20 +30,29 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+# Images per forward pass. On the CPU one at a time is the fastest and leanest: indexing
+# 12 MP JPEGs on 2 cores ran at 9.36 images/s with forward batch 1 and 4.46 with 8
+# (docs/BENCHMARKS.md), 1024x768 photos at 8.6 vs 7.8, and seddati's 1050 px maps peaked at
+# 1.8 GB with batch 2 vs 2.6 GB with 8. An accelerator needs batches to be kept busy.
+CPU_FORWARD_BATCH = 1
+ACCELERATOR_FORWARD_BATCH = 8
+
+
 class FeatureExtractor:
     """A backbone on a device, turning images into feature maps of selected taps."""
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
-                 weights: str | Path | None = None, batch_size: int = 8, half: bool | None = None,
+                 weights: str | Path | None = None, batch_size: int | None = None, half: bool | None = None,
                  channels_last: bool = True):
-        """``batch_size``: images per forward pass. ``half``: fp16 weights and inputs on CUDA
+        """``batch_size``: images per forward pass (None: ``CPU_FORWARD_BATCH`` on the CPU,
+        ``ACCELERATOR_FORWARD_BATCH`` on an accelerator). ``half``: fp16 weights and inputs on CUDA
         (None = on CUDA only; never on the CPU, where fp16 convolutions are slow).
         ``channels_last``: NHWC memory format (on 2 CPU cores ~1.5x faster for the default
         backbone, see docs/BENCHMARKS.md); outputs are the same up to float rounding."""
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.backbone_name = backbone
         self.weights = weights
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (CPU_FORWARD_BATCH if self.device.type == "cpu" else ACCELERATOR_FORWARD_BATCH)
         self.half = (self.device.type == "cuda") if half is None else (half and self.device.type == "cuda")
         self.channels_last = channels_last
         self.backbone: Backbone = self._optimised(get_backbone(backbone, weights, self.device))
