@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.api import Collection  # noqa: E402
+from engine.duplicate_threshold import off_centre_crop  # noqa: E402
 from engine.duplicates import DuplicateConfig, DuplicateFinder, pairs_of  # noqa: E402
 from engine.methods import DEFAULT_METHOD  # noqa: E402
 
@@ -40,15 +41,6 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 KNOWN_BURSTS = {"magdalen_001152": "magdalen_001142"}
 
 
-def _crop(img: Image.Image, frac: float) -> Image.Image:
-    """Crop ``frac`` of the area away, off-centre (more from the right/bottom)."""
-    w, h = img.size
-    s = (1 - frac) ** 0.5
-    cw, ch = round(w * s), round(h * s)
-    x0, y0 = (w - cw) // 3, (h - ch) // 3
-    return img.crop((x0, y0, x0 + cw, y0 + ch))
-
-
 def _variants(img: Image.Image) -> dict[str, tuple[Image.Image, dict]]:
     w, h = img.size
     out = {
@@ -57,9 +49,9 @@ def _variants(img: Image.Image) -> dict[str, tuple[Image.Image, dict]]:
         "q20": (img, {"quality": 20}),
         "resize50": (img.resize((w // 2, h // 2), Image.LANCZOS), {"quality": 90}),
         "resize25": (img.resize((w // 4, h // 4), Image.LANCZOS), {"quality": 90}),
-        "crop5": (_crop(img, 0.05), {"quality": 90}),
-        "crop12": (_crop(img, 0.12), {"quality": 90}),
-        "crop20": (_crop(img, 0.20), {"quality": 90}),
+        "crop5": (off_centre_crop(img, 0.05), {"quality": 90}),
+        "crop12": (off_centre_crop(img, 0.12), {"quality": 90}),
+        "crop20": (off_centre_crop(img, 0.20), {"quality": 90}),
         "bright+30": (ImageEnhance.Brightness(img).enhance(1.3), {"quality": 90}),
         "bright-30": (ImageEnhance.Brightness(img).enhance(0.7), {"quality": 90}),
     }

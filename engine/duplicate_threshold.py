@@ -59,6 +59,15 @@ class ThresholdChoice:
                 f"(a lightly edited copy scores {float(np.median(self.edit_similarities)):.2f})")
 
 
+def off_centre_crop(img: Image.Image, frac: float) -> Image.Image:
+    """Crop ``frac`` of the area away, off-centre (more from the right and bottom)."""
+    w, h = img.size
+    s = (1 - frac) ** 0.5
+    cw, ch = max(1, round(w * s)), max(1, round(h * s))
+    x0, y0 = (w - cw) // 3, (h - ch) // 3
+    return img.crop((x0, y0, x0 + cw, y0 + ch))
+
+
 def light_edits(img: Image.Image) -> list[Image.Image]:
     """Copies a duplicate finder must group with ``img``: half size re-encoded at JPEG quality 50,
     a 10 % off-centre crop, and +25 % brightness."""
@@ -68,10 +77,7 @@ def light_edits(img: Image.Image) -> list[Image.Image]:
     img.resize((max(1, w // 2), max(1, h // 2)), Image.BILINEAR).save(buf, "JPEG", quality=50)
     buf.seek(0)
     small = Image.open(buf).convert("RGB")
-    s = 0.9 ** 0.5
-    cw, ch = max(1, round(w * s)), max(1, round(h * s))
-    x0, y0 = (w - cw) // 3, (h - ch) // 3
-    return [small, img.crop((x0, y0, x0 + cw, y0 + ch)), ImageEnhance.Brightness(img).enhance(1.25)]
+    return [small, off_centre_crop(img, 0.10), ImageEnhance.Brightness(img).enhance(1.25)]
 
 
 def choose_threshold(edit_similarities) -> ThresholdChoice:

@@ -131,6 +131,18 @@ def cluster_maps(parts) -> list[tuple[str, np.ndarray, int]]:
     return [("clusters", lab, 0)]
 
 
+def cam_legend(cam_class: str | None = None, result_class: str | None = None) -> str:
+    """The CAM overlay's legend, naming the class the map is of (both sides' in why-matched)."""
+    if cam_class and result_class:
+        what = (f"CAM of “{cam_class}” (query) and “{result_class}” (result) "
+                "(each photo's most likely ImageNet class)")
+    elif cam_class:
+        what = f"CAM of “{cam_class}” (the photo's most likely ImageNet class)"
+    else:
+        what = "CAM heat map"
+    return f"{what}, low → high; white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak"
+
+
 def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int], top_k: int = 5,
                   cam_class: str | None = None) -> Overlay:
     """The overlay of ``kind`` for one side of an explanation (``engine.explain.SideExplanation``).
@@ -143,9 +155,7 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
     if kind == "cam":
         if cam is None:
             return Overlay(legend="This backbone has no classifier, so no class activation map (CAM).")
-        what = f"CAM of “{cam_class}” (the photo's most likely ImageNet class)" if cam_class else "CAM heat map"
-        return Overlay(render_heat(cam, size, outline_at=CAM_THRESHOLD), gradient=True,
-                       legend=f"{what}, low → high; white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak")
+        return Overlay(render_heat(cam, size, outline_at=CAM_THRESHOLD), gradient=True, legend=cam_legend(cam_class))
     parts = side.parts
     top = side.top_parts(top_k)
     total = float(side.contributions.sum() + side.bias_contribution)

@@ -15,7 +15,7 @@ from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                                QWidget)
 
-from .overlays import TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay
+from .overlays import TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend
 
 TOP_K = 5
 
@@ -171,8 +171,7 @@ class WhyPanel(QWidget):
         rov = side_overlay(self.kind, e.result, d.result_cam, d.result_image, cam_class=d.result_class)
         self.query_view.set_overlay(qov)
         self.result_view.set_overlay(rov)
-        if self.kind == "cam" and d.query_class and d.result_class:
-            qov = dataclasses.replace(qov, legend=qov.legend.replace(
-                f"“{d.query_class}” (the photo's", f"“{d.query_class}” (query) and “{d.result_class}” (result) (each photo's"))
+        if self.kind == "cam" and qov.image is not None:
+            qov = dataclasses.replace(qov, legend=cam_legend(d.query_class, d.result_class))
         self.legend.set_overlay(qov)
 

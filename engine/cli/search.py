@@ -40,13 +40,16 @@ def run(args: argparse.Namespace) -> int:
                              box=box, box_mode=args.box_mode, rerank=args.rerank)
         return [{"path": r.path, "score": round(r.score, 6)} for r in results]
 
+    def show(found: list[dict]) -> None:
+        for r in found:
+            print(f"{r['score']:.4f}  {r['path']}")
+
     if len(args.image) == 1:  # one query: a plain list (errors end the command)
         found = search(args.image[0])
         if args.json:
             print_json(found)
         else:
-            for r in found:
-                print(f"{r['score']:.4f}  {r['path']}")
+            show(found)
         return 0
     answers, failed = [], 0
     for image in args.image:
@@ -59,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         answers.append({"query": image, "results": found})
         if not args.json:
             print(f"== {image}")
-            for r in found:
-                print(f"{r['score']:.4f}  {r['path']}")
+            show(found)
     if args.json:
         print_json(answers)
     return 2 if failed else 0
