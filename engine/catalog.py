@@ -61,6 +61,17 @@ CREATE TABLE IF NOT EXISTS states (
     PRIMARY KEY (method, kind));
 """
 
+# Duplicate finder state, keyed by content hash pairs (a < b) so it survives moves, renames
+# and re-indexing. Added without a schema version bump: the tables are created if missing
+# on every open (old catalogs gain them; an older Lookalike ignores them).
+_DUPLICATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS duplicate_decisions (
+    a TEXT NOT NULL, b TEXT NOT NULL, decision TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (a, b));
+CREATE TABLE IF NOT EXISTS duplicate_checks (
+    a TEXT NOT NULL, b TEXT NOT NULL, verifier TEXT NOT NULL, verdict INTEGER NOT NULL,
+    detail TEXT NOT NULL, PRIMARY KEY (a, b, verifier));
+"""
+
 
 def encode_path(path: str | os.PathLike) -> bytes:
     return os.fsencode(os.path.abspath(os.fspath(path)))
@@ -177,7 +188,7 @@ class CatalogStore:
             tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
             if tables:
                 raise CatalogError(f"{self.dir / DB_NAME} is an SQLite file but not a Lookalike catalog.")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + _DUPLICATE_SCHEMA)
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._db.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
             return
@@ -189,6 +200,7 @@ class CatalogStore:
                 f"version reads {SCHEMA_VERSION}); update Lookalike or use another --catalog.")
         if version < SCHEMA_VERSION:
             self._migrate(version)
+        self._db.executescript(_DUPLICATE_SCHEMA)
 
     def _migrate(self, version: int) -> None:
         # Schema 1 is the first; older catalogs cannot exist. Future migrations go here, one
@@ -519,6 +531,32 @@ class CatalogStore:
                 (self.dir / old[0]).unlink()
             except OSError:
                 pass
+
+    # -- duplicate finder: decisions and verification results -----------------------------
+    def set_pair_decisions(self, pairs: Iterable[tuple[str, str]], decision: str | None) -> int:
+        """Store ``decision`` (e.g. "distinct", "resolved") for content-hash pairs; None forgets them."""
+        rows = [tuple(sorted(p)) for p in pairs if p[0] != p[1]]
+        with self.transaction() as cur:
+            for a, b in rows:
+                if decision is None:
+                    cur.execute("DELETE FROM duplicate_decisions WHERE a=? AND b=?", (a, b))
+                else:
+                    cur.execute("INSERT OR REPLACE INTO duplicate_decisions VALUES (?, ?, ?, ?)",
+                                (a, b, decision, time.time()))
+        return len(rows)
+
+    def pair_decisions(self) -> dict[tuple[str, str], str]:
+        return {(a, b): d for a, b, d in self.query("SELECT a, b, decision FROM duplicate_decisions")}
+
+    def save_pair_checks(self, verifier: str, rows: Iterable[tuple[str, str, bool, str]]) -> None:
+        """Verification results ``(hash a, hash b, verdict, detail)`` of one verifier version."""
+        data = [(*sorted((a, b)), verifier, int(bool(v)), d) for a, b, v, d in rows]
+        with self.transaction() as cur:
+            cur.executemany("INSERT OR REPLACE INTO duplicate_checks VALUES (?, ?, ?, ?, ?)", data)
+
+    def pair_checks(self, verifier: str) -> dict[tuple[str, str], tuple[bool, str]]:
+        return {(a, b): (bool(v), d) for a, b, v, d in
+                self.query("SELECT a, b, verdict, detail FROM duplicate_checks WHERE verifier=?", (verifier,))}
 
     # -- integrity ----------------------------------------------------------------------
     def check(self) -> list[str]:
