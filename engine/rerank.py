@@ -25,7 +25,7 @@ there (diffusion's kNN graph).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import faiss
 import numpy as np
@@ -37,7 +37,21 @@ from .knn_graph import KnnLists, build_knn_lists, update_knn_lists
 Reranker = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
-def no_rerank(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray, cache: dict | None = None):
+@dataclass(frozen=True)
+class RerankContext:
+    """What a reranker may know about the query besides its vector: the photos themselves
+    (spatial verification matches their local features). ``paths``: the photo of each database
+    row; ``query_path``: the query photo when it is a file, else ``query_image`` (a PIL image);
+    ``box``: the query region in the query photo's pixels (a region query), or None."""
+
+    paths: Sequence[str]
+    query_path: str | None = None
+    query_image: object | None = None
+    box: tuple[float, float, float, float] | None = None
+
+
+def no_rerank(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray,
+              cache: dict | None = None, context: RerankContext | None = None):
     return scores, order
 
 
@@ -48,7 +62,8 @@ class AqeParams:
 
 
 def alpha_query_expansion(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray,
-                          cache: dict | None = None, params: AqeParams = AqeParams()):
+                          cache: dict | None = None, context: RerankContext | None = None,
+                          params: AqeParams = AqeParams()):
     """αQE: expand the query with its top-k neighbours weighted by ``sim^α``, re-score all."""
     q = np.asarray(query, np.float32)
     top = np.asarray(order[: params.k], np.int64)
@@ -115,7 +130,8 @@ def _knn_lists(database: np.ndarray, k: int, cache: dict | None) -> KnnLists:
 
 
 def diffusion(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray,
-              cache: dict | None = None, params: DiffusionParams = DiffusionParams()):
+              cache: dict | None = None, context: RerankContext | None = None,
+              params: DiffusionParams = DiffusionParams()):
     """Diffusion re-ranking on the cached kNN graph; ties (unreached items) keep the first ranking."""
     n = len(database)
     key = ("diffusion_graph", params.k, params.gamma, n)

@@ -224,7 +224,7 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
     ``rerank`` (a name of :data:`engine.rerank.RERANKERS`) re-ranks each query's full ranking
     of the database, as the app does with its shortlist; the result is named ``method+rerank``.
     """
-    from ..rerank import RERANKERS
+    from ..rerank import RERANKERS, RerankContext
 
     Collection = _eval_collection_type()  # heavy imports only when evaluating
 
@@ -286,6 +286,7 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
         db_vectors = idx.vectors[rows_arr]
         db_raw = idx.raw[rows_arr]
         pos_of = {name: i for i, name in enumerate(dataset.images)}
+        db_paths = [os.fspath(images_root / name) for name in dataset.images]
         used_crop = query_crop
         scores_out: list[QueryScore] = []
         rerank_cache: dict = {}  # the database stays the same for every query
@@ -305,7 +306,10 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
                 scores = np.asarray(exact, dtype=np.float64)
             order = rank_by_score(scores)
             if rerank != "none":
-                _, order = RERANKERS[rerank](qv, db_vectors, scores[order], order, cache=rerank_cache)
+                box = q.bbox if query_crop != "none" else None
+                context = RerankContext(db_paths, os.fspath(images_root / q.image), box=box)
+                _, order = RERANKERS[rerank](qv, db_vectors, scores[order], order, cache=rerank_cache,
+                                             context=context)
             ranking = [dataset.images[i] for i in order]
             scores_out.append(score_query(ranking, q.image, q.positives, q.junk,
                                           exclude_query=dataset.excludes_query, label=q.label))
