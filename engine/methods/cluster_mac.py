@@ -86,6 +86,7 @@ def aggregate_clusters(vectors: np.ndarray, whitening: State | None) -> tuple[np
 
 class ClusterMacMethod(Method):
     """Cluster-MAC: MAC pooled over Normalized-Cut clusters of the activations."""
+    explain_kind: ClassVar[str] = "clusters"
 
     config_type: ClassVar[type[MethodConfig]] = ClusterMacConfig
     prepare_sample_size: ClassVar[int] = 100

@@ -60,6 +60,7 @@ class GemMethod(GlobalPoolMethod):
 
 
 class RmacMethod(GlobalPoolMethod):
+    explain_kind: ClassVar[str] = "regions"
     pool_kind = "rmac"
 
     def explain_parts(self, image: Image.Image, extractor, fit_state: State | None) -> ExplainParts:

@@ -65,6 +65,7 @@ def weighted_layer_distance(q_blocks: Sequence[np.ndarray], p_blocks: Sequence[n
 
 class MsRmacMethod(Method):
     """Concatenated per-layer ``F_j`` blocks; exact weighted distance by re-scoring."""
+    explain_kind: ClassVar[str] = "regions"
 
     config_type: ClassVar[type[MethodConfig]] = MsRmacConfig
     stored_state_kinds: ClassVar[tuple[str, ...]] = ("hedge",)

@@ -70,6 +70,7 @@ def ramac(x: torch.Tensor, L: int = 3, combine: str = "concat") -> torch.Tensor:
 
 class RamacMethod(Method):
     """Regional average + max pooling over 21 regions, R-MAC aggregation."""
+    explain_kind: ClassVar[str] = "regions"
 
     config_type: ClassVar[type[MethodConfig]] = RamacConfig
 

@@ -128,6 +128,10 @@ class SeddatiMethod(Method):
 
     config_type: ClassVar[type[MethodConfig]] = SeddatiConfig
 
+    @property
+    def explain_kind(self) -> str:  # type: ignore[override]  (depends on the config)
+        return "cam" if self.config.cam else "layers"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cfg = self.config

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import LookalikeError
+from ..methods.base import is_trainable  # noqa: F401  (re-exported: the GUI and CLI ask here)
 from ..images import load_image
 from .data import strong_augment
 from .trainer import TrainConfig, Trainer, TrainProgress, TrainResult
@@ -31,10 +32,6 @@ TRAINED_KIND = "trained"
 # steps on ~12 parameters) barely moves them at 1e-3 (measured: oxford_dev subset mAP changed
 # by <= 0.016 after 10 epochs), so `train` defaults to 0.05, all other SGD settings as the paper.
 HEAD_LR = 0.05
-
-
-def is_trainable(method) -> bool:
-    return all(hasattr(method, a) for a in ("head", "training_encode", "head_arrays", "load_head_arrays"))
 
 
 def encode_meta(meta: dict[str, Any]) -> np.ndarray:
