@@ -107,12 +107,33 @@ def regional_max_pool(x: torch.Tensor, regions: list[Region]) -> torch.Tensor:
     return regional_pool(x, regions, "max")
 
 
-def rmac(x: torch.Tensor, L: int = 3) -> torch.Tensor:
+def rmac_regions_with_whole(H: int, W: int, L: int = 3, whole_map: bool = False) -> list[Region]:
+    """:func:`rmac_regions`, plus the whole map as one more region when ``whole_map``.
+
+    The extra region is what the public reference code adds (cirtorch ``rmac`` starts from
+    the global MAC; RAMAC's "21 regions" are the 20 of a 4:3 map plus the whole map).
+    """
+    regions = rmac_regions(H, W, L)
+    return regions + [Region(0, 0, H, W, level=0)] if whole_map else regions
+
+
+def rmac(x: torch.Tensor, L: int = 3, whole_map: bool = False) -> torch.Tensor:
     """R-MAC, Tolias et al. 2016 eq. (3) without whitening: ``l2(sum_R l2(f_R))``. ``(B,C)``.
 
-    Regions from :func:`rmac_regions`; each region vector is its MAC, l2-normalised, the
-    region vectors are summed and the sum l2-normalised. (PCA-whitening of the region
-    vectors, when wanted, is learned on the collection in :mod:`engine.postprocess`.)
+    Regions from :func:`rmac_regions_with_whole`; each region vector is its MAC,
+    l2-normalised, the region vectors are summed and the sum l2-normalised. (PCA-whitening of
+    the region vectors, when wanted, is learned on the collection in :mod:`engine.postprocess`.)
     """
-    regions = rmac_regions(x.shape[-2], x.shape[-1], L)
+    regions = rmac_regions_with_whole(x.shape[-2], x.shape[-1], L, whole_map)
     return l2n(l2n(regional_max_pool(x, regions)).sum(dim=1))
+
+
+def multiscale_mean(vectors: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+    """Multi-scale descriptor (Radenović et al. 2018, Sec. 3.3 "multi-scale representation";
+    cirtorch ``extract_ms``): ``l2((1/S · Σ_s v_s^p)^(1/p))`` over the ``S`` per-scale
+    descriptors ``vectors (S, B, C)`` (each l2-normalised and non-negative); ``p = 1`` is the
+    plain average (p = the GeM power for GeM vectors, as the reference code does).
+    """
+    if p == 1.0:
+        return l2n(vectors.mean(dim=0))
+    return l2n(vectors.clamp(min=0).pow(p).mean(dim=0).pow(1.0 / p))

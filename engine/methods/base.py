@@ -134,8 +134,13 @@ class Method:
                 if not self.supports_activation_crop:
                     raise LookalikeError(f"Method '{self.name}' cannot crop activations; use box mode 'image'.")
                 return self.describe_with_activation_crop(image, extractor, box)
-            image = crop_box(image, box)
+            return self.describe_crop(crop_box(image, box), image.size, extractor)
         return self.describe([image], extractor)[0]
+
+    def describe_crop(self, crop: Image.Image, photo_size: tuple[int, int], extractor) -> np.ndarray:
+        """Raw descriptor of a query box cut from a photo of ``photo_size`` (crop I). Default:
+        the crop is described like a whole photo (enlarged to the method's input side)."""
+        return self.describe([crop], extractor)[0]
 
     def describe_with_activation_crop(self, image: Image.Image, extractor, box) -> np.ndarray:
         raise NotImplementedError

@@ -15,11 +15,26 @@ from .base import ExplainParts, Method, MethodConfig, MethodSpec, State
 
 @dataclass(frozen=True)
 class GlobalPoolConfig(MethodConfig):
-    """``tap``: feature tap to pool (None = the backbone's deepest). ``p``: GeM power. ``levels``: R-MAC L."""
+    """``tap``: feature tap to pool (None = the backbone's deepest). ``p``: GeM power.
+    ``levels``: R-MAC L. ``whole_map``: R-MAC also pools the whole map as one region.
+
+    ``scales``: multi-scale extraction, the input's longest side at ``image_side · s`` for each
+    ``s``, the per-scale vectors averaged (:func:`pooling.multiscale_mean`).
+    ``activation_cap``: clamp the feature map at this value before pooling (6.0 is the
+    network's own ReLU6 on EfficientNet-Lite's head, which the tap otherwise leaves uncapped).
+    ``crop_at_photo_scale``: a query box is described at the scale the whole photo is
+    described at (the box of a 1024 px photo at ``image_side`` 1024 stays its own size),
+    instead of being enlarged to ``image_side``, so the object appears as large as in the
+    database photos.
+    """
 
     tap: str | None = None
     p: float = 3.0
     levels: int = 3
+    whole_map: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    activation_cap: float | None = None
+    crop_at_photo_scale: bool = False
 
 
 class GlobalPoolMethod(Method):
@@ -31,20 +46,41 @@ class GlobalPoolMethod(Method):
     def tap(self, extractor) -> str:
         return self.config.tap or extractor.backbone.tap_names[-1]
 
+    def decode_side(self) -> int:  # noqa: D102  (the largest scale's input)
+        return round(self.config.image_side * max(self.config.scales))
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         kinds: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             "mac": pooling.mac,
             "spoc": pooling.spoc,
             "gem": lambda t: pooling.gem(t, self.config.p),
-            "rmac": lambda t: pooling.rmac(t, self.config.levels),
+            "rmac": lambda t: pooling.rmac(t, self.config.levels, self.config.whole_map),
         }
         return kinds[self.pool_kind](x)
 
-    def describe(self, images: Sequence[Image.Image], extractor) -> np.ndarray:
+    def feature_map(self, maps: dict[str, torch.Tensor], tap: str) -> torch.Tensor:
+        """The tap's map ``(1,C,h,w)`` as pooled: capped at ``activation_cap`` when set."""
+        x = maps[tap].unsqueeze(0)
+        return x if self.config.activation_cap is None else x.clamp(max=self.config.activation_cap)
+
+    def describe_at(self, images: Sequence[Image.Image], extractor, side: int) -> np.ndarray:
+        """Descriptors with the longest side at ``side`` for scale 1 (see ``scales``)."""
         tap = self.tap(extractor)
-        maps = extractor.feature_maps(images, self.config.image_side, [tap])
-        vecs = [pooling.l2n(self.pool(m[tap].unsqueeze(0)))[0] for m in maps]
-        return torch.stack(vecs).numpy().astype(np.float32)
+        per_scale = []
+        for s in self.config.scales:
+            maps = extractor.feature_maps(images, max(1, round(side * s)), [tap])
+            per_scale.append(torch.stack([pooling.l2n(self.pool(self.feature_map(m, tap)))[0] for m in maps]))
+        p = self.config.p if self.pool_kind == "gem" else 1.0
+        return pooling.multiscale_mean(torch.stack(per_scale), p).numpy().astype(np.float32)
+
+    def describe(self, images: Sequence[Image.Image], extractor) -> np.ndarray:
+        return self.describe_at(images, extractor, self.config.image_side)
+
+    def describe_crop(self, crop: Image.Image, photo_size: tuple[int, int], extractor) -> np.ndarray:  # noqa: D102
+        if not self.config.crop_at_photo_scale:
+            return super().describe_crop(crop, photo_size, extractor)
+        side = max(1, round(max(crop.size) * self.config.image_side / max(photo_size)))
+        return self.describe_at([crop], extractor, side)[0]
 
 
 class MacMethod(GlobalPoolMethod):
@@ -64,30 +100,45 @@ class RmacMethod(GlobalPoolMethod):
     pool_kind = "rmac"
 
     def explain_parts(self, image: Image.Image, extractor, fit_state: State | None) -> ExplainParts:
-        """One part per R-MAC region (:func:`pooling.rmac_regions` on the deepest tap).
+        """One part per R-MAC region and input scale (:func:`pooling.rmac_regions_with_whole`).
 
-        raw = l2(s) with ``s = Σ_R l2(f_R)`` (eq. 3), so part R of the raw vector is
-        ``l2(f_R) / (||s|| + eps)``; the search transform (l2, or PCA-whitening + l2) is affine
-        up to one positive scale, so its linear part maps each part and its constant part
-        (whitening's mean shift) becomes ``bias``. Masks are the regions on the feature grid.
+        Per scale, ``r_s = l2(t_s)`` with ``t_s = Σ_R l2(f_R)`` (eq. 3); the raw vector is
+        ``l2(Σ_s r_s)`` (:func:`pooling.multiscale_mean`, p = 1), so part (s, R) of it is
+        ``l2(f_R) / ||t_s|| / ||Σ_s r_s||``; the search transform (l2, or PCA-whitening + l2) is
+        affine up to one positive scale, so its linear part maps each part and its constant
+        part (whitening's mean shift) becomes ``bias``. Masks are the regions on the feature
+        grid of the largest scale (regions of other scales cover the same fractions).
         """
         tap = self.tap(extractor)
-        x = extractor.feature_maps([image], self.config.image_side, [tap])[0][tap].unsqueeze(0)
-        regions = pooling.rmac_regions(x.shape[-2], x.shape[-1], self.config.levels)
-        region_vecs = pooling.l2n(pooling.regional_max_pool(x, regions))[0].double().numpy()  # (R, C)
-        s = region_vecs.sum(0)
-        parts_raw = region_vecs / (np.linalg.norm(s) + pooling.EPS)
-        return split_search_vector(self, parts_raw, fit_state, "regions",
-                                   [f"scale {r.level} · region {i + 1}" for i, r in enumerate(regions)],
-                                   region_masks(regions, x.shape[-2], x.shape[-1]))
+        parts, labels, masks = [], [], []
+        grid: tuple[int, int] | None = None
+        for s in self.config.scales:
+            x = self.feature_map(extractor.feature_maps([image], max(1, round(self.config.image_side * s)), [tap])[0], tap)
+            H, W = x.shape[-2:]
+            regions = pooling.rmac_regions_with_whole(H, W, self.config.levels, self.config.whole_map)
+            region_vecs = pooling.l2n(pooling.regional_max_pool(x, regions))[0].double().numpy()  # (R, C)
+            parts.append(region_vecs / (np.linalg.norm(region_vecs.sum(0)) + pooling.EPS))
+            if grid is None:
+                grid = (H, W)
+            for r in regions:
+                x1, y1, x2, y2 = r.as_fraction(H, W)
+                m = np.zeros(grid, np.float32)
+                m[int(round(y1 * grid[0])):max(int(round(y1 * grid[0])) + 1, int(round(y2 * grid[0]))),
+                  int(round(x1 * grid[1])):max(int(round(x1 * grid[1])) + 1, int(round(x2 * grid[1])))] = 1.0
+                masks.append(m)
+                labels.append(region_label(r, s, len(self.config.scales) > 1))
+        parts_raw = np.concatenate(parts)
+        parts_raw = parts_raw / (np.linalg.norm(parts_raw.sum(0)) + pooling.EPS)
+        return split_search_vector(self, parts_raw, fit_state, "regions", labels, np.stack(masks))
 
 
-def region_masks(regions: Sequence[pooling.Region], H: int, W: int) -> np.ndarray:
-    """``(R, H, W)`` float32 masks (1 inside region R) on an ``H x W`` feature grid."""
-    masks = np.zeros((len(regions), H, W), np.float32)
-    for i, r in enumerate(regions):
-        masks[i, r.y:r.y + r.h, r.x:r.x + r.w] = 1.0
-    return masks
+_REGION_SIZES = {0: "whole picture", 1: "large region", 2: "medium region", 3: "small region"}
+
+
+def region_label(region: pooling.Region, scale: float, multiscale: bool) -> str:
+    """Words for an R-MAC region: its size class (level), and the input scale when several."""
+    size = _REGION_SIZES.get(region.level, f"region of level {region.level}")
+    return f"{size} at {scale:.0%} size" if multiscale else size
 
 
 def split_search_vector(method: Method, parts_raw: np.ndarray, fit_state: State | None, kind: str,

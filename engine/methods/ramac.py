@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..pooling import Region, l2n, regional_pool, rmac_regions
+from ..pooling import Region, l2n, regional_pool, rmac_regions_with_whole
 from ..postprocess import EPS as NP_EPS
 from .base import ExplainParts, Method, MethodConfig, MethodSpec, State
 
@@ -38,7 +38,7 @@ class RamacConfig(MethodConfig):
 
 def ramac_regions(H: int, W: int, L: int = 3) -> list[Region]:
     """The R-MAC regions of :func:`rmac_regions` plus the whole map (21 for a 4:3 map, L = 3)."""
-    return rmac_regions(H, W, L) + [Region(0, 0, H, W, level=0)]
+    return rmac_regions_with_whole(H, W, L, whole_map=True)
 
 
 def ramac_region_parts(x: torch.Tensor, regions: list[Region], combine: str = "concat") -> torch.Tensor:
