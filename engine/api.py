@@ -9,9 +9,11 @@ Heavy objects (backbone, faiss index) are built once and reused while valid.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +44,48 @@ def get_extractor(backbone: str = DEFAULT_BACKBONE, device: str = "auto", weight
 
 
 def list_methods() -> list[dict[str, Any]]:
-    return [{"name": s.name, "description": s.description, "cost": s.cost} for s in sorted(METHODS.values(), key=lambda s: s.name)]
+    """Every registered method (see :meth:`MethodSpec.info`: words, ``default``, ``recommended``,
+    ``supports``, measured ``images_per_s`` and accuracy), by name."""
+    from .methods import DEFAULT_METHOD
+    from .methods.measured import load_measured
+
+    measured = load_measured()
+    return [s.info(DEFAULT_METHOD, measured) for s in sorted(METHODS.values(), key=lambda s: s.name)]
+
+
+@dataclass(frozen=True)
+class KeypointMatches:
+    """Matched points of a query and a result: ``query_xy`` / ``result_xy`` (K, 2) in the
+    upright full-size pixels of photos of ``query_size`` / ``result_size`` (width, height);
+    ``verified``: enough of them agree on one geometry to call it the same object or place."""
+
+    query_xy: np.ndarray
+    result_xy: np.ndarray
+    query_size: tuple[int, int]
+    result_size: tuple[int, int]
+    verified: bool
+
+
+def method_capabilities(name: str) -> set[str] | None:
+    """What method ``name`` can do beyond searching, as far as known without computing:
+    the ``supports`` of its :func:`list_methods` entry when the registry states it, else
+    ``"activation_crop"`` (query a box by cropping the feature maps) and ``"train"``
+    ("Adapt to my photos") from the method itself. Whether its explanation has regions or
+    clusters is only known from an explanation (``Explanation.kind``); the GUI learns it there."""
+    entry = next((m for m in list_methods() if m["name"] == name), None)
+    if entry is None:
+        return None
+    if entry.get("supports") is not None:
+        return set(entry["supports"])
+    from .training.pipeline import is_trainable
+
+    m = create_method(name)
+    found = {"cam"}
+    if m.supports_activation_crop:
+        found.add("activation_crop")
+    if is_trainable(m):
+        found.add("train")
+    return found
 
 
 class Collection:
@@ -197,7 +240,34 @@ class Collection:
         else:
             q = self.describe_query(query, idx.method.name, box, box_mode)
         exclude = {qpath} if (exclude_query and qpath) else set()
-        return idx.search(q, top=top, exclude=exclude, rerank=rerank)
+        return self._with_details(idx.search(q, top=top, exclude=exclude, rerank=rerank))
+
+    def _with_details(self, results: list[SearchResult]) -> list[SearchResult]:
+        """The results with their date and file size from the catalog (for sorting and the
+        views), read for these photos only."""
+        details: dict[int, tuple[float, int]] = {}
+        ids = [r.image_id for r in results]
+        for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            chunk = ids[i:i + 900]
+            rows = self.catalog.query(f"SELECT id, size, mtime_ns, taken FROM images WHERE id IN "
+                                      f"({','.join('?' * len(chunk))})", chunk)
+            for image_id, size, mtime_ns, taken in rows:
+                details[image_id] = (taken if taken is not None else mtime_ns / 1e9, size)
+        return [dataclasses.replace(r, date=details[r.image_id][0], size=details[r.image_id][1])
+                if r.image_id in details else r for r in results]
+
+    def matched_keypoints(self, query: str | os.PathLike | Image.Image, result_path: str | os.PathLike) -> "KeypointMatches":
+        """Local features of the query and a result that agree on one geometry (SIFT ->
+        RootSIFT matches kept by RANSAC, :func:`engine.local_features.verify`), for drawing
+        lines between the two photos in "why matched". About 0.2 s per photo on one core."""
+        from .local_features import VerifyConfig, extract, verify
+
+        q = extract(query if isinstance(query, Image.Image) else os.fspath(query))
+        r = extract(os.fspath(result_path))
+        v = verify(q, r, VerifyConfig())
+        return KeypointMatches(np.asarray(v.points_a, np.float32).reshape(-1, 2),
+                               np.asarray(v.points_b, np.float32).reshape(-1, 2),
+                               tuple(q.image_size), tuple(r.image_size), bool(v.verified))
 
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

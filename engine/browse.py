@@ -190,12 +190,12 @@ def photo_details(path: str | os.PathLike) -> dict:
                 t = float(sub[0x829A])
                 bits.append(f"1/{round(1 / t)} s" if 0 < t < 1 else f"{t:g} s")
             if sub.get(0x829D):
-                bits.append(f"f/{float(sub[0x829D]):g}")
+                bits.append(f"f/{float(sub[0x829D]):.2g}")
             if sub.get(0x8827):
                 iso = sub[0x8827]
                 bits.append(f"ISO {iso[0] if isinstance(iso, tuple) else iso}")
             if sub.get(0x920A):
-                bits.append(f"{float(sub[0x920A]):g} mm")
+                bits.append(f"{float(sub[0x920A]):.3g} mm")  # rationals: 5.40625 mm reads as 5.41 mm
             if bits:
                 out["exposure"] = " ".join(bits)
         except Exception:  # malformed EXIF sub-IFD: no exposure line

@@ -72,6 +72,13 @@ class ScoreCalibration:
         frac = (s - lo) / (hi - lo) if hi > lo else 1.0
         return float(min(100.0, max(0.0, base + 50.0 * frac)))
 
+    def score_at(self, percent: float) -> float:
+        """The raw score that reads as ``percent`` (the inverse of :meth:`percent` inside 0-100)."""
+        p = min(100.0, max(0.0, float(percent)))
+        if p <= 50.0:
+            return self.typical + (self.chance - self.typical) * p / 50.0
+        return self.chance + (self.copy - self.chance) * (p - 50.0) / 50.0
+
     def percents(self, scores) -> np.ndarray:
         return np.array([self.percent(s) for s in np.asarray(scores, np.float64).ravel()])
 

@@ -25,6 +25,8 @@ class SearchResult:
     path: str
     score: float
     image_id: int
+    date: float = 0.0  # EXIF date taken, else file modification time (POSIX s); set by Collection.search
+    size: int = 0  # file size in bytes; set by Collection.search
 
 
 class SearchIndex:

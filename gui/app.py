@@ -3,15 +3,20 @@
 ``main.py gui --catalog DIR --query IMAGE --screenshot FILE.png [--overlay K] [--why N]``
 opens the window, runs the query, waits until the results, their visible thumbnails and
 the explanation are shown, saves a screenshot of the whole window and exits (0; 1 when it
-gave up waiting or the query failed, the screenshot is saved anyway).
+gave up waiting or the query failed, the screenshot is saved anyway). The hook runs on
+settings of its own in a temporary file: the user's saved settings (last collection, the
+list of collections, window layout) are neither read nor changed by it.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 SCREENSHOT_TIMEOUT_S = 300
+SCREENSHOT_SIZE = (1280, 800)  # a common laptop screen
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -26,9 +31,16 @@ def run_app(args: argparse.Namespace) -> int:
     app.setWindowIcon(app_icon())  # dialogs and the task bar too
     app.setOrganizationName("Lookalike")
     app.setStyle("Fusion")  # follows the system's dark / light colour scheme (Qt >= 6.5)
-    window = MainWindow(catalog_dir=args.catalog)
+    settings = None
     if getattr(args, "screenshot", None):
-        window.resize(1400, 860)
+        from PySide6.QtCore import QSettings
+
+        scratch = tempfile.TemporaryDirectory(prefix="lookalike-shot-")
+        app.aboutToQuit.connect(scratch.cleanup)
+        settings = QSettings(str(Path(scratch.name) / "lookalike.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(catalog_dir=args.catalog, settings=settings)
+    if getattr(args, "screenshot", None):
+        window.resize(*SCREENSHOT_SIZE)
     window.show()
     overlay = getattr(args, "overlay", None)
     if overlay:

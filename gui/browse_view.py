@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 
 from engine.browse import CollectionBrowser, FolderNode, PhotoEntry
 
+from .grid_delegate import ThumbnailGridDelegate, grid_cell_size
+from .text import plural
 from .viewer import PhotoViewer
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -81,10 +83,10 @@ class FolderTreeModel(QStandardItemModel):
             item.setData(node.path, PATH_ROLE)
             item.setData(node.total_photos, COUNT_ROLE)
             item.setData(node.total_failed, FAILED_ROLE)
-            tip = f"{node.path}\n{node.photos} photos here, {node.total_photos} with sub-folders"
+            tip = f"{node.path}\n{plural(node.photos, 'photo')} here, {node.total_photos} with sub-folders"
             if node.total_failed:
                 item.setIcon(self._badge)
-                tip += f"\n{node.total_failed} files could not be indexed (click to list them)"
+                tip += f"\n{plural(node.total_failed, 'file')} could not be indexed (click to list them)"
             item.setToolTip(tip)
             self._items[node.path] = item
             parent.appendRow(item)
@@ -245,7 +247,8 @@ class BrowseView(QWidget):
         self.grid.setLayoutMode(QListView.LayoutMode.Batched)
         self.grid.setBatchSize(200)
         self.grid.setIconSize(QSize(self.model.icon_size, self.model.icon_size))
-        self.grid.setGridSize(QSize(self.model.icon_size + 28, self.model.icon_size + 48))
+        self.grid.setGridSize(grid_cell_size(self.model.icon_size, self.grid.fontMetrics().height(), 1) + QSize(8, 8))
+        self.grid.setItemDelegate(ThumbnailGridDelegate(self.model.icon_size, lines=1, parent=self.grid))
         self.grid.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.grid.setModel(self.model)
@@ -259,6 +262,8 @@ class BrowseView(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.grid)
         self.stack.addWidget(self.viewer)
+        # The viewer has its own "Find similar" (for the photo or a box on it): one button at a time.
+        self.stack.currentChanged.connect(lambda _i: self.similar_btn.setVisible(self.stack.currentWidget() is self.grid))
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -357,7 +362,7 @@ class BrowseView(QWidget):
         fails = self.browser.failures_in(folder, recursive=True) if self.browser else []
         for path, reason in fails:
             self.failures.addItem(f"{os.path.relpath(path, folder)}: {reason}")
-        self.failures_label.setText(f"⚠ {len(fails)} files could not be indexed:")
+        self.failures_label.setText(f"⚠ {plural(len(fails), 'file')} could not be indexed:")
         self.failures.setVisible(bool(fails))
         self.failures_label.setVisible(bool(fails))
 
@@ -382,7 +387,13 @@ class BrowseView(QWidget):
         if self.thumbnails is not None and hasattr(self.thumbnails, "clear_pending"):
             self.thumbnails.clear_pending()
         self.model.set_entries(entries)
-        self.count_label.setText(f"{len(entries)} photos")
+        self.count_label.setText(plural(len(entries), "photo"))
+        self.count_label.setToolTip("")
+        below = self.tree_model.index_of(self.folder).data(COUNT_ROLE) if self.folder else None
+        if not entries and not self.subfolders.isChecked() and not self.filter_edit.text() and below:
+            # The top folder of a collection often holds only sub-folders: say where the photos are.
+            self.count_label.setText(f"No photos directly here; {plural(below, 'photo')} in sub-folders: tick Sub-folders")
+            self.count_label.setToolTip("Sub-folders shows the photos of every folder below this one too")
         if self.stack.currentWidget() is self.viewer:
             self.viewer.paths = [e.path for e in entries]
 

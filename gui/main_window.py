@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QByteArray, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QLockFile, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QDockWidget, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel,
@@ -22,12 +22,16 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QToolButton, QVBoxLayout, QWidget)
 
 from engine import paths
-from engine.api import Collection, list_methods
+from engine.api import Collection, method_capabilities
 from engine.images import crop_box, is_image_path, load_image
+from engine.score_calibration import score_calibration, stored_calibration
 
 from .folder_watch import FolderWatchController
+from .grid_delegate import ThumbnailGridDelegate, grid_cell_size
+from .method_picker import MethodPicker, measured_speed
 from .overlays import OVERLAY_KINDS, LegendLabel, Overlay, OverlayView
 from .results_model import NEAR_DUPLICATE_SCORE, PathRole, ResultItem, ResultsModel
+from .text import format_duration, plural
 from .thumbnails import ThumbnailProvider, pil_to_qimage
 from .resources import app_icon
 from .why_panel import WhyData, WhyPanel, side_overlay
@@ -36,9 +40,7 @@ from .workers import IndexThread, IndexWorker, TaskRunner, readable_error
 MAX_RESULTS = 10000
 DISPLAY_SIDE = 1024  # longest side of the query / result pictures shown in the overlay views
 THUMB_SIZES = (96, 128, 160, 200, 256, 320)
-# Rough CPU speeds (images/s) per method cost hint, for the estimate before (re)indexing,
-# until a real run of that method measured the speed on this machine.
-COST_SPEED = {"fast": 8.0, "medium": 3.0, "slow": 1.0}
+PROGRESS_EVERY_S = 2.0  # aim: an indexing progress update this often (photos per catalog commit follow)
 
 
 def settings_path() -> Path:
@@ -65,15 +67,6 @@ def detected_gpu() -> str | None:
     return None
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def _settings_key(path: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in path)
 
@@ -87,13 +80,13 @@ class MainWindow(QMainWindow):
     index_finished = Signal(object)  # IndexReport, or None after an error
 
     def __init__(self, catalog_dir: str | None = None, settings: QSettings | None = None,
-                 index_batch_size: int = 8, confirm: bool = True, index_overrides: dict | None = None):
+                 index_batch_size: int | None = None, confirm: bool = True, index_overrides: dict | None = None):
         super().__init__()
         self.setWindowTitle("Lookalike")
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
         self.settings = settings or open_settings()
-        self.index_batch_size = index_batch_size
+        self.index_batch_size = index_batch_size  # photos per catalog commit; None: from the method's speed
         self.index_overrides = index_overrides  # method settings for new indexes (tests: a small image_side)
         self.confirm = confirm  # ask before (re)indexing after a method change
         self.collection: Collection | None = None
@@ -111,6 +104,16 @@ class MainWindow(QMainWindow):
         self.why: WhyData | None = None
         self.last_error = ""
         self._pending_why_rank: int | None = None
+        self.calibration = None  # engine.score_calibration.ScoreCalibration of the active method
+        self._capabilities: dict[str, set[str] | None] = {}
+        self.parts_kind: dict[str, str] = {}  # method -> "regions" / "clusters" / ..., learned from explanations
+        self.searched_note = ""  # what the last query searched, when not the whole collection
+        self._lock: QLockFile | None = None
+        self._paused_at: float | None = None
+        self._paused_s = 0.0
+        self._index_started = 0.0
+        self._index_first_done: int | None = None
+        self.index_total = 0  # photos the running indexing found (0: none running)
         self.thumbnails = ThumbnailProvider(self)
         self.tasks = TaskRunner(self)
         self.folder_watch = FolderWatchController(self.tasks, self)
@@ -121,7 +124,13 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._restore_settings()
         self._add_extra_tabs()
-        self.open_collection(catalog_dir or self.settings.value("last_collection") or str(paths.default_catalog_dir()))
+        last = self.settings.value("last_collection")
+        if catalog_dir:  # asked for on the command line: created when new, as the CLI does
+            self.open_collection(catalog_dir)
+        elif last:  # remembered: a folder that went missing (unplugged drive) is not recreated empty
+            self.open_collection(str(last), create=False)
+        else:
+            self.open_collection(str(paths.default_catalog_dir()))
 
     # ================================================================== UI construction
     def _build_ui(self) -> None:
@@ -185,7 +194,10 @@ class MainWindow(QMainWindow):
         self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
         self.threshold_label = QLabel("all")
         self.count_label = QLabel("")
-        self.hide_dups = QCheckBox("Hide near-duplicates of the query")
+        self.hide_dups = QCheckBox("Hide near-duplicates")
+        self.hide_dups.setToolTip("Hide the query itself and near-identical copies of it")
+        self.hide_dups.setChecked(self.settings.value("hide_near_duplicates", False, type=bool))
+        self.model.set_hide_near_duplicates(self.hide_dups.isChecked())
         self.hide_dups.toggled.connect(self._on_hide_dups)
         self.sort_combo = QComboBox()
         self.sort_combo.addItem("Sort by score", ResultsModel.SORT_SCORE)
@@ -200,6 +212,13 @@ class MainWindow(QMainWindow):
         row2.addWidget(self.threshold_slider, 1)
         row2.addWidget(self.threshold_label)
         row2.addWidget(self.count_label)
+        # What the similarity means, "no good match", or a partial index: one line above the grid.
+        self.note_label = QLabel("")
+        self.note_label.setWordWrap(True)
+        self.note_label.setObjectName("resultsNote")
+        self.note_label.setStyleSheet("#resultsNote { color: palette(text); background: rgba(230, 160, 0, 60); "
+                                      "border-radius: 3px; padding: 3px; }")
+        self.note_label.hide()
         self.results_view = QListView()
         self.results_view.setViewMode(QListView.ViewMode.IconMode)
         self.results_view.setResizeMode(QListView.ResizeMode.Adjust)
@@ -213,6 +232,8 @@ class MainWindow(QMainWindow):
         self.results_view.setAcceptDrops(False)
         self.results_view.setWordWrap(False)
         self.results_view.setSpacing(4)
+        self.grid_delegate = ThumbnailGridDelegate(self.model.thumb_size, lines=2, parent=self.results_view)
+        self.results_view.setItemDelegate(self.grid_delegate)
         self.results_view.setModel(self.model)
         self.results_view.doubleClicked.connect(self._on_double_click)
         self.results_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -223,6 +244,7 @@ class MainWindow(QMainWindow):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addLayout(row1)
         rl.addLayout(row2)
+        rl.addWidget(self.note_label)
         rl.addWidget(self.results_view, 1)
         self.why_panel = WhyPanel()
         self.right_tabs = QTabWidget()
@@ -234,7 +256,8 @@ class MainWindow(QMainWindow):
         self.search_split.addWidget(self.right_tabs)
         self.search_split.setStretchFactor(0, 2)
         self.search_split.setStretchFactor(1, 3)
-        self.search_split.setSizes([430, 870])
+        self.search_split.setSizes([380, 620])
+        self.search_split.setChildrenCollapsible(False)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.search_split, "Search")
 
@@ -256,23 +279,29 @@ class MainWindow(QMainWindow):
         forget_col.clicked.connect(self._forget_collection)
         self.folder_list = QListWidget()
         self.folder_list.setToolTip("Photo folders of this collection (drop a folder on the window to add it)")
-        add_folder = QPushButton("Add folder…")
+        add_folder = QPushButton("Add…")
+        add_folder.setToolTip("Add a photo folder to this collection (its photos are indexed)")
         add_folder.clicked.connect(self._choose_folder)
-        self.remove_folder_button = QPushButton("Remove folder")
+        self.remove_folder_button = QPushButton("Remove")
+        self.remove_folder_button.setToolTip("Remove the selected folder from this collection (the photos stay on disk)")
         self.remove_folder_button.clicked.connect(self._remove_selected_folder)
         self.index_button = QPushButton("Index now")
         self.index_button.clicked.connect(lambda: self.start_index())
         self.info_images = QLabel("-")
         self.info_method = QLabel("-")
         self.info_last = QLabel("-")
+        for label in (self.info_images, self.info_method):
+            label.setWordWrap(True)  # "512 of 1008 indexed so far" must not widen the dock
         self.failed_button = QPushButton("0 failed")
         self.failed_button.setFlat(True)
         self.failed_button.setToolTip("Show the files that could not be indexed, with the reason")
         self.failed_button.clicked.connect(self.show_failures)
         dock_w = QWidget()
         dl = QVBoxLayout(dock_w)
+        self.collection_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.collection_combo.setMinimumContentsLength(10)
+        dl.addWidget(self.collection_combo)
         crow = QHBoxLayout()
-        crow.addWidget(self.collection_combo, 1)
         crow.addWidget(new_col)
         crow.addWidget(forget_col)
         dl.addLayout(crow)
@@ -299,11 +328,8 @@ class MainWindow(QMainWindow):
         tb = self.addToolBar("Main")
         tb.setObjectName("main_toolbar")
         tb.setMovable(False)
-        self.method_combo = QComboBox()
-        for m in list_methods():
-            self.method_combo.addItem(f"{m['name']} ({m['cost']})", m["name"])
-            self.method_combo.setItemData(self.method_combo.count() - 1, m["description"], Qt.ItemDataRole.ToolTipRole)
-        self.method_combo.activated.connect(self._on_method_chosen)
+        self.method_combo = MethodPicker()
+        self.method_combo.method_chosen.connect(self._on_method_chosen)
         self.device_combo = QComboBox()
         gpu = detected_gpu()
         self.gpu_name = gpu
@@ -330,7 +356,7 @@ class MainWindow(QMainWindow):
         self.pause_button.setCheckable(True)
         self.pause_button.toggled.connect(self._on_pause)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop indexing (Esc); finished photos are kept")
+        self.cancel_button.setToolTip("Stop indexing; finished photos are kept and the next run goes on from there")
         self.cancel_button.clicked.connect(self.cancel_index)
         sb = self.statusBar()
         sb.addPermanentWidget(self.progress_label)
@@ -367,6 +393,10 @@ class MainWindow(QMainWindow):
         menu.addAction(act)
         self.watch_action = act
         self.folder_watch.set_enabled(act.isChecked())
+        act = QAction("&Preferences…", self)
+        act.setShortcut(QKeySequence.StandardKey.Preferences)
+        act.triggered.connect(self.show_preferences)
+        menu.addAction(act)
         menu.addSeparator()
         act = QAction("&Quit", self)
         act.setShortcut(QKeySequence.StandardKey.Quit)
@@ -379,6 +409,12 @@ class MainWindow(QMainWindow):
             act.setShortcuts([QKeySequence(k) for k in keys])
             act.triggered.connect(slot)
             view.addAction(act)
+        help_menu = self.menuBar().addMenu("&Help")
+        act = QAction("How to use Lookalike", self)
+        act.setShortcut(QKeySequence.StandardKey.HelpContents)
+        act.triggered.connect(self.show_help)
+        help_menu.addAction(act)
+        help_menu.addAction("About Lookalike", self.show_about)
         for keys, slot in ((QKeySequence.StandardKey.Find, self.focus_filter),
                            (QKeySequence(Qt.Key.Key_Escape), self.escape)):
             sc = QShortcut(keys, self)
@@ -472,18 +508,25 @@ class MainWindow(QMainWindow):
         self.banner.hide()
 
     # ================================================================== collections
-    def open_collection(self, directory: str) -> bool:
+    def open_collection(self, directory: str, create: bool = True) -> bool:
+        """Open (with ``create``: or create) the collection whose catalog is ``directory``.
+
+        A remembered collection whose folder is gone (an unplugged drive) is not recreated
+        empty: the user is told and chooses (``create=False``)."""
         if self.is_indexing():
             self.show_message("Wait for indexing to finish (or cancel it) before switching collections.")
             return False
+        from engine.catalog import DB_NAME
+
+        if not create and not (Path(directory).expanduser() / DB_NAME).exists():
+            return self._collection_missing(directory)
         try:
             col = Collection.open(directory, device=self.device_combo.currentData() or "auto")
         except Exception as exc:
             self.show_message(f"Cannot open the collection {directory}: {readable_error(exc)}")
             self._refresh_collection_combo()
             return False
-        if self.collection is not None:
-            self.collection.close()
+        self._close_collection()
         self.collection = col
         self.folder_watch.set_collection(col)
         d = str(col.directory)
@@ -491,10 +534,13 @@ class MainWindow(QMainWindow):
         if d not in known:
             self.settings.setValue("collections", known + [d])
         self.settings.setValue("last_collection", d)
+        self.hide_message()
+        self._take_lock(col)
         self._refresh_collection_combo()
+        self._reset_search_state()
         self.refresh_collection_info()
-        self.model.clear()
-        self.why_panel.clear()
+        self._load_calibration()
+        self._apply_capabilities()
         # Model and search index load in the background now, not on the first drop.
         self.tasks.start("warm-up", col.warm_up, lambda _: None,
                          lambda message: self.show_message(f"The model of this collection could not be loaded: {message}"))
@@ -502,7 +548,74 @@ class MainWindow(QMainWindow):
         if resume and col.folders():
             self.show_message(f"Resuming the interrupted indexing of this collection with {resume}.", info=True)
             QTimer.singleShot(0, lambda m=str(resume): self.start_index(m))
+        elif not col.folders():
+            self.show_message("This collection has no photo folders yet: choose Add folder… "
+                              "(or drop a folder on the window) and its photos are indexed.", info=True)
         return True
+
+    def _close_collection(self) -> None:
+        if self.collection is not None:
+            self.collection.close()
+            self.collection = None
+        if self._lock is not None:
+            self._lock.unlock()
+            self._lock = None
+
+    def _take_lock(self, col: Collection) -> None:
+        """Warn when another Lookalike window has this collection open (both would index it)."""
+        lock = QLockFile(str(col.directory / "window.lock"))
+        lock.setStaleLockTime(0)  # a crashed window's lock is stale once its process is gone
+        if lock.tryLock(0):
+            self._lock = lock
+            return
+        ok, pid, _host, _app = lock.getLockInfo()
+        who = f" (process {pid})" if ok else ""
+        self.show_message(f"This collection is already open in another Lookalike window{who}. Changes made "
+                          "in both at once may index photos twice; close one of them.", info=True)
+
+    def _collection_missing(self, directory: str) -> bool:
+        """A remembered collection's catalog is not there: ask instead of creating it empty."""
+        self._close_collection()
+        self._reset_search_state()
+        self.refresh_collection_info()
+        self._refresh_collection_combo()
+        text = (f"The collection {directory} cannot be found (is its drive unplugged?). Its photos "
+                "and index are kept there; plug the drive in and choose it again, or choose another "
+                "collection.")
+        if not self.confirm:
+            self.show_message(text)
+            return False
+        box = QMessageBox(QMessageBox.Icon.Warning, "Collection not found", text, parent=self)
+        retry = box.addButton("Look again", QMessageBox.ButtonRole.AcceptRole)
+        create = box.addButton("Start it empty there", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Choose another", QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        if box.clickedButton() is retry:
+            return self.open_collection(directory, create=False)
+        if box.clickedButton() is create:
+            return self.open_collection(directory)
+        self.show_message(text)
+        return False
+
+    def _reset_search_state(self) -> None:
+        """Forget the previous collection's query, results, explanation and overlay."""
+        self.query = None
+        self.query_label = ""
+        self.query_image = None
+        self.query_box = None
+        self.explained_result = None
+        self.why = None
+        self.searched_note = ""
+        self._pending_why_rank = None
+        self.query_caption.setText("No query yet")
+        self.query_caption.setToolTip("")
+        self.query_view.set_photo(None)
+        self.query_view.set_placeholder("Drop a photo here, paste one (Ctrl+V)\nor open one (Ctrl+O) to find similar photos.")
+        self.model.clear()
+        self.score_range = (0.0, 1.0)
+        self.why_panel.clear()
+        self._render_query_overlay()
+        self._update_count()
 
     def _refresh_collection_combo(self) -> None:
         self.collection_combo.blockSignals(True)
@@ -526,16 +639,34 @@ class MainWindow(QMainWindow):
             self.open_collection(str(paths.data_home() / "collections" / safe))
 
     def _forget_collection(self) -> None:
-        if self.collection is None:
+        """Take the open collection off the list (its catalog stays on disk) and open another."""
+        if self.collection is None or self.is_indexing():
+            if self.is_indexing():
+                self.show_message("Cancel indexing before forgetting this collection.")
             return
         d = str(self.collection.directory)
-        self.settings.setValue("collections", [c for c in self.known_collections() if c != d])
-        self._refresh_collection_combo()
+        rest = [c for c in self.known_collections() if c != d]
+        self.settings.setValue("collections", rest)
+        self.settings.remove("last_collection")
+        self._close_collection()
+        self.folder_watch.set_collection(None)
+        if rest:
+            self.open_collection(rest[0], create=False)
+        else:
+            self._reset_search_state()
+            self.refresh_collection_info()
+            self._refresh_collection_combo()
+            self.show_message(f"Forgot {d} (its catalog stays on disk). Choose New… to start a collection.", info=True)
 
     def refresh_collection_info(self) -> None:
         col = self.collection
         self.folder_list.clear()
         if col is None:
+            for label in (self.info_images, self.info_method, self.info_last):
+                label.setText("-")
+            self.failed_files = []
+            self.failed_button.setText("none")
+            self.failed_button.setEnabled(False)
             return
         try:
             st = col.status()
@@ -546,15 +677,16 @@ class MainWindow(QMainWindow):
         counts = {m["name"]: m["descriptors"] for m in st["methods"]}
         self.info_images.setText(str(st["images"]))
         active = st["active_method"]
-        self.info_method.setText(f"{active} ({counts.get(active, 0)} descriptors)")
+        done = counts.get(active, 0)
+        self.info_method.setText(f"{active} ({done} of {st['images']})" if done < st["images"]
+                                 else f"{active} (all {plural(done, 'photo')})")
         self.info_last.setText(time.strftime("%Y-%m-%d %H:%M", time.localtime(st["last_indexed"]))
                                if st["last_indexed"] else "never")
         self.failed_files = [(f["path"], f["reason"]) for f in st["failed"]]
-        self.failed_button.setText(f"{len(self.failed_files)} failed" + (" – show" if self.failed_files else ""))
+        n_failed = len(self.failed_files)
+        self.failed_button.setText(f"{plural(n_failed, 'file')} – show" if n_failed else "none")
         self.failed_button.setEnabled(bool(self.failed_files))
-        i = self.method_combo.findData(active)
-        if i >= 0:
-            self.method_combo.setCurrentIndex(i)
+        self.method_combo.set_current(active)
 
     def add_folder(self, folder: str, index: bool = True) -> None:
         if self.collection is None:
@@ -607,33 +739,79 @@ class MainWindow(QMainWindow):
         self.failures_dialog = dlg
 
     # ================================================================== method and device
-    def _on_method_chosen(self, index: int) -> None:
-        name = self.method_combo.itemData(index)
+    def _on_method_chosen(self, name: str) -> None:
         col = self.collection
         if col is None or not name or name == col.active_method:
             return
         counts = {n: c for n, c, _g in col.catalog.methods()}
-        if counts.get(name, 0) >= col.catalog.image_count() > 0:
+        if counts.get(name, 0) >= col.catalog.image_count() > 0 or not col.folders():
             col.set_active_method(name)
-            self.refresh_collection_info()
-            self.rerun_query()
-            return
-        if not col.folders():
-            col.set_active_method(name)
-            self.refresh_collection_info()
+            self._method_changed()
             return
         n = max(col.catalog.image_count() - counts.get(name, 0), 0)
         if self.confirm:
-            rate = float(self.settings.value(f"speed/{name}", 0) or 0)
-            cost = next((m["cost"] for m in list_methods() if m["name"] == name), "fast")
-            speed = rate or COST_SPEED.get(cost, 3.0)
-            how = "measured" if rate else f"rough guess for a '{cost}' method"
-            text = (f"Index {n or 'the'} photos of this collection with {name}?\n"
-                    f"Estimated time: about {format_duration(n / speed) if n else '?'} ({speed:.1f} images/s, {how}).")
+            entry = self.method_combo.entries.get(name, {})
+            speed, source = measured_speed(entry, float(self.settings.value(f"speed/{name}", 0) or 0))
+            if speed and n:
+                when = f"about {format_duration(n / speed)} ({speed:.1f} photos/s, {source})"
+            else:
+                when = f"unknown ({source}); the progress bar shows it once indexing runs"
+            text = (f"Index {plural(n, 'photo') if n else 'the photos'} of this collection with {name}?\n"
+                    f"Time: {when}.\nSearches use the current method until it is done.")
             if QMessageBox.question(self, "Index with another method", text) != QMessageBox.StandardButton.Yes:
-                self.method_combo.setCurrentIndex(self.method_combo.findData(col.active_method))
+                self.method_combo.set_current(col.active_method)
                 return
         self.start_index(name)
+
+    def _method_changed(self) -> None:
+        """The active method changed: its calibration, what it offers, the results."""
+        self.refresh_collection_info()
+        self._load_calibration()
+        self._apply_capabilities()
+        self.rerun_query()
+
+    def capabilities(self, name: str | None) -> set[str] | None:
+        """:func:`engine.api.method_capabilities`, asked once per method (it builds the method)."""
+        if not name:
+            return None
+        if name not in self._capabilities:
+            self._capabilities[name] = method_capabilities(name)
+        return self._capabilities[name]
+
+    def _apply_capabilities(self) -> None:
+        """Offer only the overlays, box modes and actions the active method supports."""
+        col = self.collection
+        name = col.active_method if col is not None else None
+        caps = self.capabilities(name)
+        kind = self.parts_kind.get(name or "")
+        static = caps is not None and bool({"regions", "clusters"} & caps)
+
+        def overlay_ok(k: str) -> bool:
+            if k == "none" or caps is None:
+                return True
+            if k == "cam":
+                return "cam" in caps
+            if static:
+                return k in caps
+            # Learned from the method's first explanation; offered until then.
+            return kind is None or (k == "clusters") == (kind == "clusters")
+
+        model = self.overlay_combo.model()
+        for i in range(self.overlay_combo.count()):
+            k = self.overlay_combo.itemData(i)
+            ok = overlay_ok(k)
+            model.item(i).setEnabled(ok)
+            model.item(i).setToolTip("" if ok else f"{name} has no {k} to show")
+        if not overlay_ok(self.overlay_kind()):
+            self.set_overlay("clusters" if overlay_ok("clusters") and kind == "clusters" else "regions"
+                             if overlay_ok("regions") else "none")
+        trainable = caps is None or "train" in caps
+        self.adapt_action.setEnabled(col is not None and trainable)
+        self.adapt_action.setToolTip("Train this method's head on your own photos" if trainable else
+                                     f"{name} has nothing to train: choose an ACTNET or DARAC method")
+        viewer = getattr(self.browse_view, "viewer", None)
+        if viewer is not None and hasattr(viewer, "set_activation_crop"):
+            viewer.set_activation_crop(caps is None or "activation_crop" in caps)
 
     def _on_device_chosen(self, index: int) -> None:
         device = self.device_combo.itemData(index)
@@ -654,7 +832,7 @@ class MainWindow(QMainWindow):
             return False
         method = method or col.active_method
         overrides = self.index_overrides if col.catalog.method_config(method) is None else None
-        worker = IndexWorker(col, method, self.index_batch_size, overrides, verify_hashes)
+        worker = IndexWorker(col, method, self.index_batch_size or self._commit_size(method), overrides, verify_hashes)
         thread = IndexThread(worker, self)
         worker.progress.connect(self._on_index_progress)
         worker.file_failed.connect(self._on_file_failed)
@@ -665,6 +843,10 @@ class MainWindow(QMainWindow):
         self.settings.setValue(f"resume/{_settings_key(str(col.directory))}", method)
         self.settings.sync()
         self.pause_button.setChecked(False)
+        self.hide_message()  # "no folders yet" and the like are answered now
+        self._paused_at, self._paused_s = None, 0.0
+        self._index_started, self._index_first_done = time.monotonic(), None
+        self.index_total = 0
         self.progress.setRange(0, 0)
         self.progress_label.setText(f"Indexing with {method}: scanning folders…")
         self._show_progress(True)
@@ -672,6 +854,13 @@ class MainWindow(QMainWindow):
         self.folder_watch.set_paused(True)
         thread.start()
         return True
+
+    def _commit_size(self, method: str) -> int:
+        """Photos per catalog commit, so that progress moves about every ``PROGRESS_EVERY_S``
+        (a slow method at 0.3 photos/s reported only every 8 photos, 25 s apart)."""
+        speed, _src = measured_speed(self.method_combo.entries.get(method, {}),
+                                     float(self.settings.value(f"speed/{method}", 0) or 0))
+        return max(1, min(8, int(speed * PROGRESS_EVERY_S))) if speed else 1
 
     def _show_progress(self, on: bool) -> None:
         for w in (self.progress, self.progress_label, self.pause_button, self.cancel_button):
@@ -681,16 +870,34 @@ class MainWindow(QMainWindow):
         self.pause_button.setChecked(paused)
 
     def _on_pause(self, paused: bool) -> None:
-        if self.index_worker is not None:
-            self.index_worker.set_paused(paused)
-            self.pause_button.setText("Resume" if paused else "Pause")
-            if paused:
-                self.progress_label.setText(self.progress_label.text() + " (paused)")
+        if self.index_worker is None:
+            return
+        self.index_worker.set_paused(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        now = time.monotonic()
+        if paused:
+            self._paused_at = now
+            self.progress_label.setText("Paused: " + self.progress_label.text().split(" · ETA")[0]
+                                        + " · press Resume to go on")
+        elif self._paused_at is not None:
+            self._paused_s += now - self._paused_at
+            self._paused_at = None
+            self.progress_label.setText(self.progress_label.text().replace("Paused: ", "Resuming: ", 1))
 
     def cancel_index(self) -> None:
         if self.index_worker is not None:
             self.index_worker.cancel()
-            self.progress_label.setText("Cancelling after the current batch…")
+            self.progress_label.setText("Cancelling after the current photos…")
+
+    def _index_rate(self, done: int) -> float | None:
+        """Photos per second of this run, paused time left out (the indexer's own rate
+        counts a pause as slowness, so the ETA jumped after Resume)."""
+        if self._index_first_done is None:
+            self._index_first_done, self._index_started = done, time.monotonic()
+            return None
+        elapsed = time.monotonic() - self._index_started - self._paused_s
+        n = done - self._index_first_done
+        return n / elapsed if n > 0 and elapsed > 0 else None
 
     def _on_index_progress(self, p) -> None:
         if self.index_worker is None:
@@ -704,11 +911,16 @@ class MainWindow(QMainWindow):
         elif p.phase == "indexing":
             self.progress.setRange(0, max(1, p.total))
             self.progress.setValue(p.done)
+            rate = self._index_rate(p.done) or p.images_per_s
+            eta = (p.total - p.done) / rate if rate > 0 else None
             failed = f" · {p.failed} failed" if p.failed else ""
-            self.progress_label.setText(f"{p.done}/{p.total} photos · {p.images_per_s:.1f} images/s · "
-                                        f"ETA {format_duration(p.eta_s)}{failed}")
-            if p.images_per_s > 0 and self.index_worker.method:
-                self.settings.setValue(f"speed/{self.index_worker.method}", round(p.images_per_s, 2))
+            state = "Paused: " if self.index_worker.paused else ""
+            self.progress_label.setText(f"{state}{p.done} of {plural(p.total, 'photo')} · {rate:.1f} photos/s · "
+                                        f"ETA {format_duration(eta)}{failed}")
+            self.info_images.setText(f"{p.done} of {p.total} indexed so far")
+            self.index_total = p.total
+            if rate > 0 and self.index_worker.method:
+                self.settings.setValue(f"speed/{self.index_worker.method}", round(rate, 2))
 
     def _on_file_failed(self, path: str, reason: str) -> None:
         self.statusBar().showMessage(f"Could not index {os.path.basename(path)}: {reason}", 8000)
@@ -718,12 +930,14 @@ class MainWindow(QMainWindow):
         col = self.collection
         if col is not None and not report.cancelled:
             self.settings.remove(f"resume/{_settings_key(str(col.directory))}")
-        msg = (f"Indexed {report.indexed} new photos ({report.unchanged} unchanged, {report.removed} removed"
+        msg = (f"Indexed {plural(report.indexed, 'new photo')} ({report.unchanged} unchanged, {report.removed} removed"
                f"{', ' + str(len(report.failed)) + ' failed' if report.failed else ''}) in {report.seconds:.1f} s")
         if report.cancelled:
             msg = "Indexing cancelled: " + msg + ". It resumes where it stopped next time."
         self.statusBar().showMessage(msg, 15000)
         self._index_done(report)
+        self._load_calibration()  # the descriptors changed: so did the distribution of scores
+        self._apply_capabilities()
         if not report.cancelled and self.query is not None:
             self.rerun_query()
 
@@ -814,10 +1028,17 @@ class MainWindow(QMainWindow):
         self.query = query
         self.query_box, self.query_box_mode = box, box_mode
         self.query_label = label or (query if isinstance(query, str) else "pasted image")
-        self.query_caption.setText(f"Query: {self.query_label} (searching…)")
+        self._set_caption("(searching…)")
         self.explained_result = None
         self.why = None
+        self._render_query_overlay()  # the previous query's overlay and legend go now, not when the next explanation is ready
         self.hide_message()
+        method = col.active_method
+        if not col.catalog.has_descriptor(method):
+            self._on_query_error("No photo of this collection is indexed yet: add a photo folder (Add folder…) "
+                                 "and wait until indexing has finished." if not self.is_indexing() else
+                                 "No photo is indexed yet: indexing has just started, try again in a moment.")
+            return
         n = max(1, min(col.catalog.image_count(), MAX_RESULTS))
 
         def work():
@@ -831,10 +1052,9 @@ class MainWindow(QMainWindow):
                 img = crop_box(img, box)
             display = pil_to_qimage(img if max(img.size) <= DISPLAY_SIDE else img.resize(
                 (max(1, img.width * DISPLAY_SIDE // max(img.size)), max(1, img.height * DISPLAY_SIDE // max(img.size)))))
-            results = col.search(query, top=n, box=box, box_mode=box_mode)
-            dates = {r.path: (r.taken or r.mtime_ns / 1e9) for r in col.catalog.images()}
-            items = [ResultItem(r.path, r.score, i + 1, dates.get(r.path, 0.0)) for i, r in enumerate(results)]
-            return display, items
+            results = col.search(query, method, top=n, box=box, box_mode=box_mode)
+            items = [ResultItem(r.path, r.score, i + 1, r.date, r.size) for i, r in enumerate(results)]
+            return display, items, len(col.search_index(method)), method
 
         self.tasks.start("query", work, self._on_query_done, self._on_query_error)
 
@@ -842,15 +1062,24 @@ class MainWindow(QMainWindow):
         if self.query is not None:
             self.run_query(self.query, self.query_label, self.query_box, self.query_box_mode)
 
+    def _set_caption(self, state: str = "") -> None:
+        """The query's name (the full path in the tooltip: long paths were cut off)."""
+        label = self.query_label
+        name = os.path.basename(label) if os.path.isabs(label) else label
+        self.query_caption.setText(f"Query: {name}" + (f" {state}" if state else ""))
+        self.query_caption.setToolTip(label)
+
     def _on_query_done(self, value) -> None:
-        display, items = value
+        display, items, searched, method = value
         self.query_image = display
         self.query_view.set_photo(QPixmap.fromImage(display))
-        self.query_caption.setText(f"Query: {self.query_label}")
+        self._set_caption()
         qpath = self.query if isinstance(self.query, str) else None
         if items:
             self.score_range = (min(it.score for it in items), max(it.score for it in items))
+        self.searched_note = self._partial_index_note(searched, method)
         self.model.set_results(items, qpath)
+        self.results_view.scrollToTop()  # a new query starts at its best results
         if self.hide_dups.isChecked():
             self._update_near_duplicate_score()
         self._on_threshold_changed(self.threshold_slider.value())
@@ -868,8 +1097,25 @@ class MainWindow(QMainWindow):
             else:
                 self.why_panel.clear("No other photo to compare with.")
 
+    def _partial_index_note(self, searched: int, method: str) -> str:
+        """What a query searched when that is not the whole collection (indexing runs or
+        was stopped before the end), else ""."""
+        col = self.collection
+        if col is None:
+            return ""
+        if self.is_indexing():
+            total = max(self.index_total, col.catalog.image_count())
+            of = f" of the {total} found" if total > searched else ""
+            return (f"Indexing is running: this searched the {plural(searched, 'photo')} indexed so far{of}. "
+                    "The results are updated when indexing has finished.")
+        total = col.catalog.image_count()
+        if searched < total:
+            return (f"Only {searched} of {plural(total, 'photo')} are indexed with {method}: this searched those. "
+                    "Press Index now to index the rest.")
+        return ""
+
     def _on_query_error(self, message: str) -> None:
-        self.query_caption.setText(f"Query: {self.query_label} (failed)")
+        self._set_caption("(failed)")
         self.query_view.set_photo(None)
         self.query_view.set_placeholder("This query could not be used.")
         self.model.clear()
@@ -882,25 +1128,82 @@ class MainWindow(QMainWindow):
     # ================================================================== results view
     def _update_count(self) -> None:
         shown, total = self.model.rowCount(), self.model.total()
-        self.count_label.setText(f"{shown} of {total} results")
+        self.count_label.setText(plural(total, "result") if shown == total else f"{shown} of {plural(total, 'result')}")
+        notes = [self.searched_note] if self.searched_note else []
+        best = self.model.best_score()
+        cal = self.calibration
+        if cal is not None and best is not None and not cal.is_good_match(best):
+            notes.append(f"No good match: the best result is {cal.percent(best):.0f} % similar; below 50 % "
+                         "a resemblance is likely coincidence in this collection.")
+        self.note_label.setText("\n".join(notes))
+        self.note_label.setVisible(bool(notes))
+        self.note_label.setToolTip(cal.meaning() if cal is not None else "")
 
     def slider_threshold(self, value: int) -> float:
-        """Score threshold of slider position ``value`` (0 = lowest score shown, 100 = highest)."""
+        """Score threshold of slider position ``value``: the calibrated similarity in %, or
+        without a calibration 0 = lowest score shown, 100 = highest."""
+        if value <= 0:
+            return -float("inf")
+        if self.calibration is not None:
+            return self.calibration.score_at(value)
         lo, hi = self.score_range
-        return -float("inf") if value <= 0 else lo + (hi - lo) * value / 100
+        return lo + (hi - lo) * value / 100
 
     def _on_threshold_changed(self, value: int) -> None:
         t = self.slider_threshold(value)
-        self.threshold_label.setText("all" if value <= 0 else f"≥ {t:.3f}")
+        if value <= 0:
+            self.threshold_label.setText("all")
+        else:
+            self.threshold_label.setText(f"≥ {value} %" if self.calibration is not None else f"≥ {t:.3f}")
         self.model.set_threshold(t)
         self._update_count()
 
     def set_threshold(self, value: float) -> None:
         """Move the slider to the position nearest to score ``value``."""
+        if self.calibration is not None:
+            self.threshold_slider.setValue(int(round(self.calibration.percent(value))))
+            return
         lo, hi = self.score_range
         self.threshold_slider.setValue(int(round(100 * (value - lo) / (hi - lo))) if hi > lo else 0)
 
+    def _load_calibration(self) -> None:
+        """Fit (or read) the active method's score calibration in the background; until it
+        is there the grid shows raw scores."""
+        col = self.collection
+        self._set_calibration(None)
+        if col is None or not col.catalog.has_descriptor(col.active_method):
+            return
+        method = col.active_method
+        try:
+            stored = stored_calibration(col, method)
+        except Exception:  # noqa: BLE001 - unreadable stored state: fit it again below
+            stored = None
+        if stored is not None:
+            self._set_calibration(stored)
+            return
+
+        def done(cal) -> None:
+            if self.collection is col and col.active_method == method:
+                self._set_calibration(cal)
+
+        self.tasks.start("calibration", lambda: score_calibration(col, method), done,
+                         lambda message: self.statusBar().showMessage(
+                             f"Similarities are shown as the method's raw scores: {message}", 10000))
+
+    def _set_calibration(self, cal) -> None:
+        value = self.threshold_slider.value()
+        threshold = self.slider_threshold(value)
+        self.calibration = cal
+        self.model.set_calibration(cal)
+        self.threshold_slider.setToolTip(
+            "Hide results less similar than this. " + (cal.meaning() if cal is not None else
+                                                       "(The slider spans the scores of the current results.)"))
+        if value > 0:  # keep the same score threshold on the new scale
+            self.set_threshold(threshold)
+        self._on_threshold_changed(self.threshold_slider.value())
+
     def _on_hide_dups(self, on: bool) -> None:
+        self.settings.setValue("hide_near_duplicates", on)
         self.model.set_hide_near_duplicates(on)
         self._update_count()
         if on:
@@ -943,28 +1246,70 @@ class MainWindow(QMainWindow):
         self.filter_edit.selectAll()
 
     def escape(self) -> None:
-        if self.is_indexing():
-            self.cancel_index()
+        """Esc clears the path filter where it has the focus or a text. It never stops
+        indexing: a stray Esc left a collection half-indexed (the Cancel button does that)."""
+        if self.filter_edit.hasFocus() or self.filter_edit.text():
+            self.filter_edit.clear()
         elif self._adapt_cancel is not None:
             self._adapt_cancel.set()
-        elif self.filter_edit.text():
-            self.filter_edit.clear()
 
     def change_thumb_size(self, step: int) -> None:
         i = min(range(len(THUMB_SIZES)), key=lambda k: abs(THUMB_SIZES[k] - self.model.thumb_size))
-        i = max(0, min(len(THUMB_SIZES) - 1, i + step))
-        self.model.set_thumb_size(THUMB_SIZES[i])
+        self.set_thumb_size(THUMB_SIZES[max(0, min(len(THUMB_SIZES) - 1, i + step))])
+
+    def set_thumb_size(self, size: int) -> None:
+        self.model.set_thumb_size(size)
         self._apply_thumb_size()
+
+    def show_preferences(self) -> None:
+        from .dialogs import PreferencesDialog
+
+        PreferencesDialog(self, THUMB_SIZES).exec()
+
+    def show_help(self) -> None:
+        from .dialogs import HELP_TEXT
+
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "How to use Lookalike", HELP_TEXT, parent=self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.exec()
+
+    def show_about(self) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from .dialogs import about_text
+
+        try:
+            v = version("lookalike")
+        except PackageNotFoundError:
+            v = "(not installed)"
+        QMessageBox.about(self, "About Lookalike", about_text(v))
 
     def _apply_thumb_size(self) -> None:
         s = self.model.thumb_size
+        self.grid_delegate.set_thumb_size(s)
         self.results_view.setIconSize(QSize(s, s))
-        self.results_view.setGridSize(QSize(s + 16, s + 16 + self.fontMetrics().height() + 4))
+        self.results_view.setGridSize(grid_cell_size(s, self.results_view.fontMetrics().height(), 2) + QSize(8, 8))
 
     def _on_double_click(self, index) -> None:
         path = index.data(PathRole)
         if path:
-            self.open_file(path)
+            self.view_result(path)
+
+    def view_result(self, path: str) -> None:
+        """The result large, in the app's own viewer (arrows walk the shown results)."""
+        from .viewer import ViewerDialog
+
+        dlg = getattr(self, "viewer_dialog", None)
+        if dlg is None:
+            dlg = ViewerDialog(self)
+            dlg.viewer.find_similar.connect(lambda p: (dlg.close(), self.run_query(p)))
+            dlg.viewer.find_similar_region.connect(lambda p, box, mode: (dlg.close(), self._find_similar_region(p, box, mode)))
+            self.viewer_dialog = dlg
+        caps = self.capabilities(self.collection.active_method) if self.collection is not None else None
+        dlg.viewer.set_activation_crop(caps is None or "activation_crop" in caps)
+        dlg.viewer.set_paths([it.path for it in self.model.items()], path)
+        dlg.show()
+        dlg.raise_()
 
     def open_file(self, path: str) -> None:
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
@@ -984,7 +1329,8 @@ class MainWindow(QMainWindow):
 
     def result_menu(self, path: str) -> QMenu:
         menu = QMenu(self)
-        menu.addAction("Open", lambda: self.open_file(path))
+        menu.addAction("View", lambda: self.view_result(path))
+        menu.addAction("Open in another application", lambda: self.open_file(path))
         menu.addAction("Reveal in folder", lambda: self.reveal_file(path))
         menu.addAction("Copy path", lambda: QGuiApplication.clipboard().setText(path))
         menu.addAction("Use as query", lambda: self.run_query(path))
@@ -1087,6 +1433,7 @@ class MainWindow(QMainWindow):
             return
         self.explained_result = result_path
         qimage = self.query_image
+        cal = self.calibration
 
         def work():
             from engine.backbones import imagenet_category
@@ -1100,14 +1447,25 @@ class MainWindow(QMainWindow):
             rimg = load_image(result_path, DISPLAY_SIDE)
             qcam, qcls = class_activation_map(col, query) or (None, None)
             rcam, rcls = class_activation_map(col, result_path) or (None, None)
+            try:
+                keypoints = col.matched_keypoints(query, result_path)
+            except Exception:  # noqa: BLE001 - local features are an extra: the parts still explain
+                keypoints = None
+            shown = e.search_score if e.search_score is not None else e.score
             return WhyData(e, qimage, pil_to_qimage(rimg), qcam, rcam,
                            None if qcls is None else imagenet_category(qcls),
-                           None if rcls is None else imagenet_category(rcls))
+                           None if rcls is None else imagenet_category(rcls),
+                           similarity=f"{cal.percent(shown):.0f} %" if cal is not None else None,
+                           keypoints=keypoints)
 
         self.tasks.start("explain", work, self._on_explained, self._on_explain_error)
 
     def _on_explained(self, data: WhyData) -> None:
         self.why = data
+        method = data.explanation.method
+        if self.parts_kind.get(method) != data.explanation.kind:
+            self.parts_kind[method] = data.explanation.kind  # now the overlays it has are known
+            self._apply_capabilities()
         self.why_panel.set_data(data)
         self._render_query_overlay()
         self.explain_finished.emit()
@@ -1148,7 +1506,7 @@ class MainWindow(QMainWindow):
             ov = side_overlay(kind, d.explanation.query, d.query_cam, d.query_image, outline_top=False,
                               cam_class=d.query_class)
             if kind == "regions" and d.explanation.kind == "regions":
-                ov.legend += f" – for result {os.path.basename(d.explanation.result.path)}"
+                ov.legend += f", for result {os.path.basename(d.explanation.result.path)}"
         self.current_overlay = ov
         self.query_view.set_overlay(ov)
         self.legend.set_overlay(ov)
@@ -1220,9 +1578,7 @@ class MainWindow(QMainWindow):
         self.tasks.wait(30000)
         self.thumbnails.clear_pending()
         self.thumbnails.wait_idle(10000)
-        if self.collection is not None:
-            self.collection.close()
-            self.collection = None
+        self._close_collection()
         super().closeEvent(event)
 
 

@@ -108,6 +108,17 @@ class Overlay:
     marks: list[tuple[tuple[float, float], str, str]] = field(default_factory=list)  # (centre, colour, label)
     legend: str = ""
     gradient: bool = False
+    lines: list[tuple[tuple[float, float], tuple[float, float], str]] = field(default_factory=list)  # (from, to, colour)
+
+
+def part_shares(side) -> np.ndarray:
+    """Each part's share (%) of what speaks for the match: its contribution over the sum of
+    the positive contributions. Shares of the score itself ran to "222.7 %" when negative
+    parts and the whitening offset cancelled most of a small score; these stay in 0-100 and
+    sum to 100 over the parts that help (a part working against the match is negative)."""
+    c = np.asarray(side.contributions, np.float64)
+    pos = float(c[c > 0].sum())
+    return 100 * c / pos if pos > 0 else np.zeros_like(c)
 
 
 def cluster_maps(parts) -> list[tuple[str, np.ndarray, int]]:
@@ -158,7 +169,7 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
         return Overlay(render_heat(cam, size, outline_at=CAM_THRESHOLD), gradient=True, legend=cam_legend(cam_class))
     parts = side.parts
     top = side.top_parts(top_k)
-    total = float(side.contributions.sum() + side.bias_contribution)
+    shares = part_shares(side)
     if kind == "regions":
         if parts.kind not in ("regions", "layers", "image") or parts.kind == "clusters":
             return Overlay(legend=f"Method shows {parts.kind}, not regions.")
@@ -172,10 +183,10 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
         for rank, (i, label, c) in enumerate(top):
             box = mask_box(parts.masks[i])
             if box is not None:
-                share = 100 * c / total if total else 0.0
-                overlay.boxes.append((box, TOP_COLORS[rank % len(TOP_COLORS)], f"{rank + 1}: {share:.1f}%"))
-        overlay.legend = (f"{len(parts.labels)} regions tinted by their share of the score (low → high); "
-                          f"boxes: top {len(overlay.boxes)}")
+                overlay.boxes.append((box, TOP_COLORS[rank % len(TOP_COLORS)], f"{rank + 1}: {shares[i]:.0f}%"))
+        carried = float(sum(shares[i] for i, _l, _c in top[:len(overlay.boxes)]))
+        overlay.legend = (f"{len(parts.labels)} regions tinted by how much each speaks for the match (low → high); "
+                          f"the {len(overlay.boxes)} outlined carry {carried:.0f} % of it")
         return overlay
     if kind == "clusters":
         if parts.kind != "clusters":
@@ -185,19 +196,19 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
         # Show the clustering that holds the most contributing cluster.
         name, labels, offset = next(((n, lab, o) for n, lab, o in reversed(maps) if o <= best), maps[0])
         k = int(labels.max()) + 1
-        local = [(i - offset, c, rank) for rank, (i, _l, c) in enumerate(side.top_parts(len(parts.labels)))
+        local = [(i - offset, shares[i], rank) for rank, (i, _l, _c) in enumerate(side.top_parts(len(parts.labels)))
                  if offset <= i < offset + k][:top_k]
         overlay = Overlay(render_labels(labels, size, [j for j, _c, _r in local]))
         h, w = labels.shape
-        for n_shown, (j, c, rank) in enumerate(local):
+        for n_shown, (j, share, rank) in enumerate(local):
             ys, xs = np.nonzero(labels == j)
             if len(xs):
-                share = 100 * c / total if total else 0.0
                 overlay.marks.append((((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h),
-                                      TOP_COLORS[n_shown % len(TOP_COLORS)], f"{rank + 1}: {share:.1f}%"))
-        more = f" (of {len(maps)} clusterings, the one with the top cluster)" if len(maps) > 1 else ""
-        overlay.legend = (f"Clustering '{name}'{more}: {k} clusters, one colour each; "
-                          f"outlined + numbered: its top {len(overlay.marks)} (rank: share of the score)")
+                                      TOP_COLORS[n_shown % len(TOP_COLORS)], f"{rank + 1}: {share:.0f}%"))
+        more = f" (of {len(maps)} ways of splitting the photo, the one with the top area)" if len(maps) > 1 else ""
+        overlay.legend = (f"The photo split into {k} areas of similar content{more}, one colour each; "
+                          f"outlined and numbered: the {len(overlay.marks)} that speak most for the match "
+                          "(rank: share)")
         return overlay
     return Overlay()
 
@@ -263,24 +274,39 @@ class OverlayView(QGraphicsView):
         font = QFont()
         font.setPixelSize(max(12, int(min(W, H) / 22)))
         font.setBold(True)
+        placed: list[QRectF] = []  # labels already drawn: the next one moves down past them
         for (x1, y1, x2, y2), color, label in overlay.boxes:
             rect = QGraphicsRectItem(QRectF(x1 * W, y1 * H, (x2 - x1) * W, (y2 - y1) * H))
             rect.setPen(QPen(QColor(color), pen_w))
             rect.setZValue(2)
             self.scene().addItem(rect)
             self._decor.append(rect)
-            self._decor.append(self._text(label, color, x1 * W + pen_w, y1 * H + pen_w, font))
+            self._decor.append(self._text(label, color, x1 * W + pen_w, y1 * H + pen_w, font, placed=placed))
         for (cx, cy), color, label in overlay.marks:
-            self._decor.append(self._text(label, color, cx * W, cy * H, font, centre=True))
+            self._decor.append(self._text(label, color, cx * W, cy * H, font, centre=True, placed=placed))
+        for (ax, ay), (bx, by), color in overlay.lines:
+            line = self.scene().addLine(ax * W, ay * H, bx * W, by * H, QPen(QColor(color), max(1.0, pen_w / 2)))
+            line.setZValue(2)
+            self._decor.append(line)
 
-    def _text(self, label: str, color: str, x: float, y: float, font: QFont, centre: bool = False):
+    def _text(self, label: str, color: str, x: float, y: float, font: QFont, centre: bool = False,
+              placed: list[QRectF] | None = None):
         t = QGraphicsSimpleTextItem(label)
         t.setFont(font)
         t.setBrush(QBrush(QColor(color)))
         t.setPen(QPen(QColor(0, 0, 0), 1))
         t.setZValue(3)
         r = t.boundingRect()
-        t.setPos(x - r.width() / 2 if centre else x, y - r.height() / 2 if centre else y)
+        pos = QRectF(x - r.width() / 2 if centre else x, y - r.height() / 2 if centre else y, r.width(), r.height())
+        if placed is not None:
+            # Overlapping regions put their labels on one spot: shift each down until it is free.
+            for _ in range(len(placed) + 1):
+                hit = next((p for p in placed if p.intersects(pos)), None)
+                if hit is None:
+                    break
+                pos.moveTop(hit.bottom() + 1)
+            placed.append(pos)
+        t.setPos(pos.topLeft())
         self.scene().addItem(t)
         return t
 

@@ -30,6 +30,7 @@ class ResultItem:
     score: float
     rank: int  # 1-based rank in the search
     date: float = 0.0  # EXIF date taken, else file modification time (POSIX seconds)
+    size: int = 0  # file size in bytes
 
 
 class ResultsModel(QAbstractListModel):
@@ -50,6 +51,7 @@ class ResultsModel(QAbstractListModel):
         self.text_filter = ""
         self.sort_key = self.SORT_SCORE
         self._placeholder: QPixmap | None = None
+        self.calibration = None  # engine.score_calibration.ScoreCalibration, or None: raw scores
         thumbnails.ready.connect(self._on_thumbnail_ready)
 
     # -- content ----------------------------------------------------------------------
@@ -70,6 +72,10 @@ class ResultsModel(QAbstractListModel):
 
     def items(self) -> list[ResultItem]:
         return list(self._rows)
+
+    def best_score(self) -> float | None:
+        """The best score of a photo other than the query (filters ignored), or None."""
+        return max((it.score for it in self._all if it.path != self.query_path), default=None)
 
     def row_of(self, path: str) -> int | None:
         return self._row_of.get(path)
@@ -95,6 +101,17 @@ class ResultsModel(QAbstractListModel):
     def set_sort(self, key: str) -> None:
         self.sort_key = key
         self._refilter()
+
+    def set_calibration(self, calibration) -> None:
+        """Show similarities as calibrated percentages (None: the method's raw scores)."""
+        self.calibration = calibration
+        if self._rows:
+            self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1),
+                                  [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole])
+
+    def score_text(self, score: float) -> str:
+        cal = self.calibration
+        return f"{cal.percent(score):.0f} %" if cal is not None else f"{score:.3f}"
 
     def set_thumb_size(self, size: int) -> None:
         self.thumb_size = int(size)
@@ -131,13 +148,14 @@ class ResultsModel(QAbstractListModel):
         if not index.isValid() or index.row() >= len(self._rows):
             return None
         it = self._rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return f"{it.score:.3f}"
+        if role == Qt.ItemDataRole.DisplayRole:  # two lines under the thumbnail (see grid_delegate)
+            return f"#{it.rank} · {self.score_text(it.score)}\n{os.path.basename(it.path)}"
         if role == Qt.ItemDataRole.DecorationRole:
             pix = self.thumbnails.request(it.path, self.thumb_size)
             return pix if pix is not None else self._loading_pixmap()
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{it.path}\nscore {it.score:.4f} · rank {it.rank}"
+            sim = f"similarity {self.score_text(it.score)} · " if self.calibration is not None else ""
+            return f"{it.path}\n{sim}score {it.score:.4f} ({self.score_text_method()}) · rank {it.rank}"
         if role == PathRole:
             return it.path
         if role == ScoreRole:
@@ -147,6 +165,9 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return Qt.AlignmentFlag.AlignHCenter
         return None
+
+    def score_text_method(self) -> str:
+        return f"raw, {self.calibration.method}" if self.calibration is not None else "raw"
 
     def flags(self, index):
         base = super().flags(index)

@@ -9,8 +9,8 @@ import os
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton,
+                               QVBoxLayout, QWidget)
 
 from engine.browse import photo_details
 from engine.errors import ImageLoadError
@@ -161,36 +161,39 @@ class PhotoViewer(QWidget):
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details = QLabel()
         self.details.setObjectName("exifSummary")
+        self.details.setWordWrap(True)  # a long EXIF line must not widen the window
+        self.title.setWordWrap(True)
         self.back_btn = QPushButton("◀ Grid")
         self.back_btn.setToolTip("Back to the grid (Esc)")
         self.back_btn.clicked.connect(self.closed)
-        self.prev_btn = QPushButton("‹")
+        self.prev_btn = QToolButton(text="‹")
         self.prev_btn.setToolTip("Previous photo (Left arrow)")
         self.prev_btn.clicked.connect(self.previous)
-        self.next_btn = QPushButton("›")
+        self.next_btn = QToolButton(text="›")
         self.next_btn.setToolTip("Next photo (Right arrow)")
         self.next_btn.clicked.connect(self.next)
-        self.fit_btn = QPushButton("Fit")
+        self.fit_btn = QToolButton(text="Fit")
         self.fit_btn.clicked.connect(self.fit)
-        self.zoom_in_btn = QPushButton("+")
+        self.zoom_in_btn = QToolButton(text="+")
         self.zoom_in_btn.clicked.connect(lambda: self.zoom_by(1.25))
-        self.zoom_out_btn = QPushButton("−")
+        self.zoom_out_btn = QToolButton(text="−")
         self.zoom_out_btn.clicked.connect(lambda: self.zoom_by(0.8))
+        # One button: the whole photo, or the box dragged on it (two "Find similar" buttons
+        # side by side left people guessing which one did what).
         self.similar_btn = QPushButton("Find similar")
-        self.similar_btn.setToolTip("Find photos similar to this one (S)")
-        self.similar_btn.clicked.connect(self._emit_similar)
-        self.region_btn = QPushButton("Find similar to this region")
-        self.region_btn.setToolTip("Drag a box on the photo first")
-        self.region_btn.clicked.connect(self._emit_region)
+        self.similar_btn.clicked.connect(self._emit_similar_or_region)
+        self.clear_box_btn = QPushButton("Clear box")
+        self.clear_box_btn.setToolTip("Forget the box: Find similar uses the whole photo again")
+        self.clear_box_btn.clicked.connect(lambda: self.canvas.clear_box())
         self.box_mode = QComboBox()
         self.box_mode.addItem("crop the image", "image")
         self.box_mode.addItem("crop the activations", "activations")
-        self.box_mode.setToolTip("How the region is described: crop the photo, or crop the CNN feature maps")
+        self.box_mode.setToolTip("How the box is described: crop the photo, or crop the CNN feature maps")
         bar = QHBoxLayout()
         for w in (self.back_btn, self.prev_btn, self.next_btn, self.fit_btn, self.zoom_out_btn, self.zoom_in_btn):
             bar.addWidget(w)
         bar.addStretch(1)
-        for w in (self.similar_btn, self.region_btn, self.box_mode):
+        for w in (self.box_mode, self.clear_box_btn, self.similar_btn):
             bar.addWidget(w)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -272,6 +275,20 @@ class PhotoViewer(QWidget):
         if p:
             self.find_similar.emit(p)
 
+    def set_activation_crop(self, supported: bool) -> None:
+        """Offer "crop the activations" only for a method that can (others failed with an error)."""
+        item = self.box_mode.model().item(1)
+        item.setEnabled(supported)
+        item.setToolTip("" if supported else "The current method cannot crop its feature maps")
+        if not supported:
+            self.box_mode.setCurrentIndex(0)
+
+    def _emit_similar_or_region(self) -> None:
+        if self.canvas.box is not None:
+            self._emit_region()
+        else:
+            self._emit_similar()
+
     def _emit_region(self) -> None:
         p = self.current_path()
         if p and self.canvas.box is not None:
@@ -281,5 +298,27 @@ class PhotoViewer(QWidget):
     def _update_buttons(self) -> None:
         self.prev_btn.setEnabled(self.index > 0)
         self.next_btn.setEnabled(0 <= self.index < len(self.paths) - 1)
-        self.region_btn.setEnabled(self.canvas.box is not None and self.current_path() is not None)
+        has_box = self.canvas.box is not None
         self.similar_btn.setEnabled(self.current_path() is not None)
+        self.similar_btn.setText("Find similar to the box" if has_box else "Find similar")
+        self.similar_btn.setToolTip("Find photos similar to the box dragged on the photo" if has_box else
+                                    "Find photos similar to this one (S); drag a box on it to search for a part")
+        self.clear_box_btn.setVisible(has_box)
+        self.box_mode.setVisible(has_box)
+
+
+class ViewerDialog(QDialog):
+    """A result shown large inside the app (double-click in the results grid); Esc closes."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Lookalike – photo")
+        self.viewer = PhotoViewer(self)
+        self.viewer.back_btn.setText("Close")
+        self.viewer.back_btn.setToolTip("Close the viewer (Esc)")
+        self.viewer.closed.connect(self.close)
+        self.viewer.current_changed.connect(lambda p: self.setWindowTitle(f"Lookalike – {os.path.basename(p)}"))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.viewer)
+        self.resize(1000, 760)

@@ -1,23 +1,29 @@
-"""The "Why matched" panel: query and result side by side with their top contributing parts.
+"""The "Why matched" panel: query and result side by side with what carries their similarity.
 
-Everything shown comes from :func:`engine.explain.explain_match` (computed in a worker):
-per-part contributions of both images (they sum to the score, which the header checks
-and states) and the channels with the largest ``q_c · r_c``.
+Everything shown comes from the engine (computed in a worker): the calibrated similarity
+(:mod:`engine.score_calibration`), the parts of both photos that speak most for the match
+(:func:`engine.explain.explain_match`: regions or areas, described by where they are in the
+photo, never by channel numbers) and, where the photos share local features, the matched
+points that agree on one geometry (:meth:`engine.api.Collection.matched_keypoints`), drawn as
+lines between the two photos.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import (QGraphicsScene, QGraphicsView, QHBoxLayout, QHeaderView, QLabel, QSplitter,
+                               QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from .overlays import TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend
+from .overlays import PALETTE, TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend, part_shares
 
 TOP_K = 5
+TABLE_ROWS = 8  # parts listed per photo; the rest are summed in one line
+MAX_LINES = 80  # matched point pairs drawn (all of them hide the photos)
 
 
 @dataclass
@@ -32,11 +38,35 @@ class WhyData:
     result_cam: np.ndarray | None
     query_class: str | None = None
     result_class: str | None = None
+    similarity: str | None = None  # calibrated, e.g. "87 %" (None: no calibration yet)
+    keypoints: object | None = None  # engine.api.KeypointMatches, or None when not computed
 
 
 def overlay_size(img: QImage, longest: int = 640) -> tuple[int, int]:
     s = min(1.0, longest / max(1, img.width(), img.height()))
     return max(1, round(img.width() * s)), max(1, round(img.height() * s))
+
+
+def where_in_photo(mask: np.ndarray) -> str:
+    """Plain words for where a part lies and how much of the photo it covers:
+    "upper left, a quarter of the photo"."""
+    m = np.asarray(mask) > 0.5
+    if not m.any():
+        return "nowhere"
+    h, w = m.shape
+    ys, xs = np.nonzero(m)
+    cover = m.mean()
+    if cover > 0.85:
+        return "the whole photo"
+    cx, cy = (xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h
+    col = "left" if cx < 0.38 else "right" if cx > 0.62 else ""
+    row = "upper" if cy < 0.38 else "lower" if cy > 0.62 else ""
+    where = f"{row} {col}".strip() or "centre"
+    if row and not col:
+        where = {"upper": "top", "lower": "bottom"}[row]
+    size = ("most of the photo" if cover > 0.5 else "a third of it" if cover > 0.28 else
+            "a quarter of it" if cover > 0.18 else "a small part" if cover > 0.06 else "a detail")
+    return f"{where}, {size}"
 
 
 def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True, cam_class: str | None = None) -> Overlay:
@@ -50,6 +80,50 @@ def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True, ca
     if outline_top and kind == "cam" and side is not None and parts_kind != "clusters":
         ov.boxes = build_overlay("regions", side, None, size, TOP_K).boxes
     return ov
+
+
+class MatchView(QGraphicsView):
+    """Query and result side by side at one height, with lines between matched points."""
+
+    HEIGHT = 600.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
+        self.setMinimumSize(200, 150)
+        self.lines = 0
+
+    def set_pair(self, query: QImage | None, result: QImage | None, matches) -> None:
+        sc = self.scene()
+        sc.clear()
+        self.lines = 0
+        if query is None or result is None:
+            return
+        qs, rs = self.HEIGHT / max(1, query.height()), self.HEIGHT / max(1, result.height())
+        qw = query.width() * qs
+        gap = 24.0
+        sc.addPixmap(QPixmap.fromImage(query)).setScale(qs)
+        item = sc.addPixmap(QPixmap.fromImage(result))
+        item.setScale(rs)
+        item.setPos(qw + gap, 0)
+        if matches is not None and len(matches.query_xy):
+            qx = query.width() / max(1, matches.query_size[0]) * qs
+            qy = query.height() / max(1, matches.query_size[1]) * qs
+            rx = result.width() / max(1, matches.result_size[0]) * rs
+            ry = result.height() / max(1, matches.result_size[1]) * rs
+            step = max(1, len(matches.query_xy) // MAX_LINES)
+            for k in range(0, len(matches.query_xy), step):
+                (ax, ay), (bx, by) = matches.query_xy[k], matches.result_xy[k]
+                c = PALETTE[(k // step) % len(PALETTE)]
+                sc.addLine(ax * qx, ay * qy, qw + gap + bx * rx, by * ry, QPen(QColor(int(c[0]), int(c[1]), int(c[2])), 1.5))
+                self.lines += 1
+        sc.setSceneRect(QRectF(0, 0, qw + gap + result.width() * rs, self.HEIGHT))
+        self.fitInView(sc.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
 
 class WhyPanel(QWidget):
@@ -68,9 +142,9 @@ class WhyPanel(QWidget):
             c.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             c.setWordWrap(True)
         self.legend = LegendLabel()
-        self.query_parts = self._tree(["#", "query part", "share"])
-        self.result_parts = self._tree(["#", "result part", "share"])
-        self.channels = self._tree(["channel", "q·r", "share"])
+        self.query_parts = self._tree(["#", "where in the query", "share"])
+        self.result_parts = self._tree(["#", "where in the result", "share"])
+        self.match_view = MatchView()
 
         pics = QSplitter(Qt.Orientation.Horizontal)
         for caption, view in ((self.query_caption, self.query_view), (self.result_caption, self.result_view)):
@@ -80,13 +154,16 @@ class WhyPanel(QWidget):
             lay.addWidget(caption)
             lay.addWidget(view, 1)
             pics.addWidget(box)
+        self.views = QTabWidget()
+        self.views.addTab(pics, "Parts")
+        self.views.addTab(self.match_view, "Matched points")
         lists = QWidget()
         ll = QHBoxLayout(lists)
         ll.setContentsMargins(0, 0, 0, 0)
-        for t in (self.query_parts, self.result_parts, self.channels):
+        for t in (self.query_parts, self.result_parts):
             ll.addWidget(t)
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(pics)
+        split.addWidget(self.views)
         split.addWidget(lists)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
@@ -101,17 +178,22 @@ class WhyPanel(QWidget):
         t.setHeaderLabels(headers)
         t.setRootIsDecorated(False)
         t.setAlternatingRowColors(True)
-        t.setColumnWidth(0, 34 if headers[0] == "#" else 60)
-        t.setColumnWidth(1, 130 if headers[0] == "#" else 60)
+        h = t.header()
+        h.setStretchLastSection(False)  # the share column must not be cut ("0.0490 (5.")
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        h.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         return t
 
     def clear(self, message: str = "Select a result to see why it matched.") -> None:
         self.data = None
         self.header.setText(message)
+        self.legend.set_overlay(Overlay())
         for v in (self.query_view, self.result_view):
             v.set_photo(None)
-        for t in (self.query_parts, self.result_parts, self.channels):
+        self.match_view.set_pair(None, None, None)
+        for t in (self.query_parts, self.result_parts):
             t.clear()
 
     def set_kind(self, kind: str) -> None:
@@ -127,40 +209,61 @@ class WhyPanel(QWidget):
         e = data.explanation
         self.query_view.set_photo(QPixmap.fromImage(data.query_image))
         self.result_view.set_photo(QPixmap.fromImage(data.result_image))
-        self.query_caption.setText(f"Query: {e.query.path or '(pasted image)'}")
-        self.result_caption.setText(f"Result: {e.result.path}")
-        qsum = float(e.query.contributions.sum() + e.query.bias_contribution)
-        text = (f"Method {e.method}: score {e.score:.4f} = sum of the {len(e.query.parts.labels)} "
-                f"{e.kind if e.kind != 'image' else 'part'} shares below ({qsum:.4f}")
-        if abs(e.query.bias_contribution) > 1e-6:
-            text += f", including {e.query.bias_contribution:+.4f} from the whitening offset"
-        text += ")."
-        if e.search_score is not None and abs(e.search_score - e.score) > 1e-3:
-            text += (f" The result list shows {e.search_score:.4f}: this method re-scores exactly; "
-                     f"the explained score is its inner-product proxy.")
-        self.header.setText(text)
-        self._fill_parts(self.query_parts, e.query, e.score)
-        self._fill_parts(self.result_parts, e.result, e.score)
-        self.channels.clear()
-        for c, v in e.top_channels:
-            self.channels.addTopLevelItem(QTreeWidgetItem([str(c), f"{v:.4f}", self._pct(v, e.score)]))
+        self.query_caption.setText(f"Query: {os.path.basename(e.query.path) or '(pasted image)'}")
+        self.result_caption.setText(f"Result: {os.path.basename(e.result.path)}")
+        self.query_caption.setToolTip(e.query.path)
+        self.result_caption.setToolTip(e.result.path)
+        self.header.setText(self.summary(data))
+        self._fill_parts(self.query_parts, e.query)
+        self._fill_parts(self.result_parts, e.result)
+        self.match_view.set_pair(data.query_image, data.result_image, data.keypoints)
+        kp = data.keypoints
+        self.views.setTabText(1, f"Matched points ({len(kp.query_xy)})" if kp is not None else "Matched points")
+        self.views.setTabEnabled(1, kp is not None and len(kp.query_xy) > 0)
         self._render()
 
     @staticmethod
-    def _pct(v: float, total: float) -> str:
-        return f"{100 * v / total:.1f}%" if total else "-"
+    def summary(data: WhyData) -> str:
+        """The header: how similar, and what carries it, in plain words."""
+        e = data.explanation
+        sim = f"{data.similarity} similar" if data.similarity else "Similar"
+        shown = e.search_score if e.search_score is not None else e.score
+        text = f"{sim} (score {shown:.3f} with {e.method})."
+        side = e.query
+        n = len(side.parts.labels)
+        if n > 1:
+            shares = part_shares(side)
+            top = np.sort(shares)[::-1][:3]
+            what = {"clusters": "areas", "layers": "network layers"}.get(side.parts.kind, "regions")
+            k = int((top > 0).sum())
+            if k:
+                text += (f" The {k} {what} of the query outlined first carry {top[:k].sum():.0f} % of what "
+                         f"speaks for the match ({n} {what}; an even spread would give them {100 * k / n:.0f} %).")
+        kp = data.keypoints
+        if kp is not None and kp.verified:
+            text += (f" {len(kp.query_xy)} local details of the two photos match and agree on one geometry: "
+                     "very likely the same object or place (see Matched points).")
+        elif kp is not None:
+            text += " Few local details match geometrically: the photos look alike rather than show the same thing."
+        return text
 
-    def _fill_parts(self, tree: QTreeWidget, side, score: float) -> None:
+    def _fill_parts(self, tree: QTreeWidget, side) -> None:
         tree.clear()
+        shares = part_shares(side)
         order = np.argsort(-side.contributions, kind="stable")
-        for rank, i in enumerate(order):
-            v = float(side.contributions[i])
-            item = QTreeWidgetItem([str(rank + 1), side.parts.labels[i], f"{v:.4f} ({self._pct(v, score)})"])
+        what = {"clusters": "area", "layers": "layer"}.get(side.parts.kind, "region")
+        for rank, i in enumerate(order[:TABLE_ROWS]):
+            where = where_in_photo(side.parts.masks[i])
+            if side.parts.kind == "layers":  # a layer covers the whole photo: its name says which
+                where = side.parts.labels[i]
+            item = QTreeWidgetItem([str(rank + 1), where, f"{shares[i]:.0f} %"])
+            item.setToolTip(1, f"{what} '{side.parts.labels[i]}'")
             if rank < TOP_K:
                 item.setForeground(0, QBrush(QColor(TOP_COLORS[rank % len(TOP_COLORS)])))
             tree.addTopLevelItem(item)
-        if abs(side.bias_contribution) > 1e-6:
-            tree.addTopLevelItem(QTreeWidgetItem(["", "whitening offset", f"{side.bias_contribution:.4f}"]))
+        rest = order[TABLE_ROWS:]
+        if len(rest):
+            tree.addTopLevelItem(QTreeWidgetItem(["", f"{len(rest)} other {what}s", f"{shares[rest].sum():.0f} %"]))
 
     def _render(self) -> None:
         d = self.data
@@ -174,4 +277,3 @@ class WhyPanel(QWidget):
         if self.kind == "cam" and qov.image is not None:
             qov = dataclasses.replace(qov, legend=cam_legend(d.query_class, d.result_class))
         self.legend.set_overlay(qov)
-

@@ -160,13 +160,15 @@ def test_dragging_a_box_in_the_viewer_queries_that_region(qtbot, col, collection
     r = canvas.image_rect()
     p1 = QPoint(int(r.left() + 0.25 * r.width()), int(r.top() + 0.25 * r.height()))
     p2 = QPoint(int(r.left() + 0.75 * r.width()), int(r.top() + 0.75 * r.height()))
-    assert not v.viewer.region_btn.isEnabled()
+    assert v.viewer.similar_btn.text() == "Find similar" and not v.viewer.box_mode.isVisibleTo(v.viewer)
     QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p1)
     QTest.mouseMove(canvas, p2)
     QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p2)
-    assert v.viewer.region_btn.isEnabled()
+    # One "Find similar" button: with a box dragged it searches for the box.
+    assert v.viewer.similar_btn.text() == "Find similar to the box" and v.viewer.box_mode.isVisibleTo(v.viewer)
+    assert not v.similar_btn.isVisibleTo(v)  # the grid's own button hides while the viewer shows
     with qtbot.waitSignal(v.find_similar_region, timeout=5000) as sig:
-        v.viewer.region_btn.click()
+        v.viewer.similar_btn.click()
     path, box, mode = sig.args
     assert path == target and mode == "image"
     x1, y1, x2, y2 = box
