@@ -1,6 +1,7 @@
-"""The duplicate finder's default threshold for a collection and method (Qt-free).
+"""The duplicate finder's default thresholds for a collection and method (Qt-free).
 
-``engine.duplicates.DEFAULT_THRESHOLD`` (0.87) was chosen on R-MAC's cosine similarities
+``engine.duplicates.DEFAULT_THRESHOLD`` (0.87, the *similar* tier) and ``DEFAULT_CANDIDATE``
+(0.70, the lowest similarity a pair is verified at) were chosen on R-MAC's cosine similarities
 (``bench/duplicates_eval.py``). Other methods score on other scales: cluster-MAC whitens every
 cluster's vector, so even a photo and its resized copy score ~0.4 and unrelated photos ~0.05
 (ACTNET and DARAC whiten too, once a collection has >= 1600 photos). A fixed 0.87 would find
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .duplicates import DEFAULT_FLOOR, DEFAULT_THRESHOLD
+from .duplicates import DEFAULT_CANDIDATE, DEFAULT_FLOOR, DEFAULT_THRESHOLD, DuplicateConfig
 from .images import load_image
 
 STATE_KIND = "duplicate-threshold"
@@ -51,6 +52,21 @@ class ThresholdChoice:
     def floor(self) -> float:
         """Lowest similarity worth keeping in the graph (and offering on a slider)."""
         return min(DEFAULT_FLOOR, max(0.01, round(self.threshold - 0.3, 2)))
+
+    @property
+    def candidate(self) -> float:
+        """Lowest similarity at which a pair is verified as a possible near-duplicate: the
+        measured default, or for a calibrated method below every measured light edit (the
+        verification, not this number, decides; this only bounds the work)."""
+        if not self.calibrated:
+            return DEFAULT_CANDIDATE
+        lowest = min([self.threshold, *self.edit_similarities])
+        return max(self.floor, round(lowest - 0.05, 2))
+
+    def config(self, **kw) -> DuplicateConfig:
+        """The finder's settings for this choice (``kw`` overrides, e.g. ``keep=``)."""
+        return DuplicateConfig(threshold=self.threshold, candidate=min(self.candidate, self.threshold),
+                               floor=self.floor, **kw)
 
     def describe(self, method: str) -> str:
         if not self.calibrated:

@@ -1,51 +1,74 @@
-"""Duplicates tab: groups of identical / near-identical photos side by side, with safe actions.
+"""Duplicates tab: exact, near-duplicate and similar groups kept apart, reviewed fast and safely.
 
-``DuplicatesView(collection_getter, thumbnails, parent)``. The kNN graph is computed once per
-collection state (``engine.duplicates.DuplicateFinder``); the threshold slider regroups from
-it live. Each group shows its photos with resolution, file size and date; the suggested keeper
-(largest resolution, then oldest) is marked and the others are pre-checked. Actions on the
-checked photos: copy the list, move them to a folder the user picks (never overwriting), or
-move them to the system trash (``QFile.moveToTrash``) after a confirmation that lists them.
-Nothing is ever deleted permanently.
+``DuplicatesView(collection_getter, thumbnails, parent)``. The finder
+(``engine.duplicates.DuplicateFinder``) runs in a worker thread with a progress bar: the kNN
+graph, then the verification of candidate pairs (stored in the catalog, so a stopped run
+resumes). The overview counts each tier; one tier is shown at a time:
+
+* **Exact** and **Near-duplicates**: each group shows its photos with the full folder path,
+  resolution, size and date; the suggested keep is marked with the rule that chose it (keep
+  rules are adjustable: "Keep rules…") and the others are pre-selected.
+* **Similar** (other shots of the same scene): browse only; nothing is pre-selected and the
+  bulk action never touches them.
+
+Keyboard review (the current group is outlined): N / Down next group, P / Up previous, 1-9 keep
+that photo (the others are selected), X not a duplicate (remembered in the catalog), R resolved
+(keep all; remembered), C compare the keep with the first selected photo, Tab next tier.
+"Apply suggestion to all…" moves every exact and near group's non-keep photos after one
+confirmation that states what moves where. Moves go to a folder the user picks (never
+overwriting: ``engine.duplicates.move_to_folder``) or to the system trash
+(``QFile.moveToTrash``). Nothing is ever deleted permanently.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 import time
 
-import threading
-
 from PySide6.QtCore import QFile, QObject, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QMenu, QMessageBox,
-                               QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
+                               QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu, QMessageBox, QProgressBar,
+                               QPushButton, QScrollArea, QSlider, QStackedWidget, QTabBar, QVBoxLayout, QWidget)
 
-from engine.duplicate_threshold import ThresholdChoice, duplicate_threshold, stored_choice
-from engine.duplicates import DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, DuplicateGroup, PhotoInfo, move_to_folder
+from engine.duplicate_threshold import ThresholdChoice, duplicate_threshold
+from engine.duplicates import (DEFAULT_THRESHOLD, KEEP_RULE_TITLES, KEEP_RULES, TIER_TITLES, TIERS, DuplicateFinder,
+                               DuplicateGroup, KeepRules, PhotoInfo, load_keep_rules, mark_resolved, move_to_folder,
+                               not_duplicates, save_keep_rules, suggested_moves, tier_counts)
 
-MAX_GROUPS_SHOWN = 300
+from .duplicates_compare import CompareView
+
+MAX_GROUPS_SHOWN = 200
 THUMB = 150
-# Up to this many photos the similarity graph is computed in the UI thread (well under a
-# second); above it in a worker thread (a 20,000-photo kNN graph takes ~25 s on 2 CPU cores).
-SYNC_LIMIT = 3000
+TIER_TABS = {"exact": "Exact copies", "near": "Near-duplicates", "similar": "Similar shots (browse only)"}
+TRASH = "trash"
 
 
 class _Relay(QObject):
     """Lives in the UI thread; the worker thread emits on it (delivered queued)."""
 
-    done = Signal(object, object, object)  # key, DuplicateFinder or None, error message or None
+    done = Signal(object, object, object)  # key, (finder, choice) or None, error message or None
+    progress = Signal(object, str, int, int)  # key, phase, done, total
 
 
 def _fmt_size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
 
 
+def reveal(path: str) -> None:
+    """Show the file's folder in the system file manager."""
+    QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(path)))
+
+
 class PhotoCard(QFrame):
-    """One photo of a group: thumbnail, facts, keep badge, a check box 'select'."""
+    """One photo of a group: thumbnail, name, full folder, facts, keep badge, a 'move' check box."""
 
     find_similar = Signal(str)
+    keep_requested = Signal(object)   # self
+    compare_requested = Signal(object)  # self
 
-    def __init__(self, info: PhotoInfo, keep: bool, thumbnails, parent=None):
+    def __init__(self, info: PhotoInfo, keep: bool, removable: bool, reason: str, thumbnails, parent=None):
         super().__init__(parent)
         self.info = info
         self.thumbnails = thumbnails
@@ -53,25 +76,44 @@ class PhotoCard(QFrame):
         self.image = QLabel()
         self.image.setFixedSize(QSize(THUMB, THUMB))
         self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.check = QCheckBox("select")
-        self.check.setChecked(not keep)
-        self.check.setToolTip("Selected photos are the ones the actions move")
+        self.check = QCheckBox("move")
+        self.check.setChecked(removable and not keep)
+        self.check.setToolTip("Selected photos are the ones the move actions take")
         res = f"{info.width} × {info.height}" if info.width else "? × ?"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.date))
-        facts = QLabel(f"<b>{os.path.basename(info.path)}</b><br>{res}<br>{_fmt_size(info.size)}<br>"
-                       f"{'taken' if info.taken is not None else 'modified'} {when}"
-                       + ("<br><span style='color:#2e7d32'><b>✓ suggested keep</b></span>" if keep else ""))
+        self.badge = QLabel()
+        self.badge.setWordWrap(True)
+        self.set_keep(keep and removable, reason)
+        facts = QLabel(f"<b>{os.path.basename(info.path)}</b><br>"
+                       f"<span style='color:#555'>{info.folder}</span><br>{res} · {_fmt_size(info.size)}<br>"
+                       f"{'taken' if info.taken is not None else 'modified'} {when}")
         facts.setToolTip(info.path)
         facts.setWordWrap(True)
-        facts.setFixedWidth(THUMB + 10)
+        facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        for w in (facts, self.badge):
+            w.setFixedWidth(THUMB + 30)
+        self.keep_btn = QPushButton("Keep this")
+        self.keep_btn.clicked.connect(lambda: self.keep_requested.emit(self))
+        self.compare_btn = QPushButton("Compare")
+        self.compare_btn.clicked.connect(lambda: self.compare_requested.emit(self))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.keep_btn)
+        buttons.addWidget(self.compare_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.image)
         lay.addWidget(facts)
+        lay.addWidget(self.badge)
         lay.addWidget(self.check)
+        lay.addLayout(buttons)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(lambda pos: self.menu().exec(self.mapToGlobal(pos)))
         self.refresh_thumbnail()
+
+    def set_keep(self, keep: bool, reason: str = "") -> None:
+        self.is_keep = keep
+        self.badge.setText(f"<span style='color:#2e7d32'><b>✓ keep</b></span> <span style='color:#2e7d32'>"
+                           f"{reason}</span>" if keep else "")
 
     def refresh_thumbnail(self) -> bool:
         pix = self.thumbnails.request(self.info.path, THUMB) if self.thumbnails is not None else None
@@ -90,26 +132,107 @@ class PhotoCard(QFrame):
         return m
 
 
-def reveal(path: str) -> None:
-    """Show the file's folder in the system file manager."""
-    QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(path)))
-
-
 class GroupWidget(QFrame):
+    """A group's header (tier, evidence, actions) and its photo cards."""
+
+    not_duplicate = Signal(object)  # self
+    resolved = Signal(object)       # self
+
     def __init__(self, number: int, group: DuplicateGroup, thumbnails, parent=None):
         super().__init__(parent)
         self.group = group
         self.setFrameShape(QFrame.Shape.Box)
-        kind = "identical files" if group.exact else f"near-duplicates (similarity ≥ {group.similarity:.2f})"
-        header = QLabel(f"<b>Group {number}</b>: {len(group.members)} photos, {kind}")
+        self.setLineWidth(1)
+        what = TIER_TITLES[group.tier]
+        if group.tier == "near":
+            what += f" · {group.evidence}"
+        elif group.tier == "similar":
+            what += f" · search similarity ≥ {group.similarity:.2f}; nothing is proposed for removal"
+        self.header = QLabel(f"<b>Group {number}</b>: {len(group.members)} photos, {what}")
+        self.header.setWordWrap(True)
+        self.not_dup_btn = QPushButton("Not a duplicate (X)")
+        self.not_dup_btn.setToolTip("Remember that these photos are different; they are not grouped again")
+        self.not_dup_btn.clicked.connect(lambda: self.not_duplicate.emit(self))
+        self.resolved_btn = QPushButton("Keep all (R)")
+        self.resolved_btn.setToolTip("Reviewed: keep every photo of this group; it is not proposed again")
+        self.resolved_btn.clicked.connect(lambda: self.resolved.emit(self))
+        head = QHBoxLayout()
+        head.addWidget(self.header, 1)
+        if group.removable:
+            head.addWidget(self.resolved_btn)
+            head.addWidget(self.not_dup_btn)
         row = QHBoxLayout()
-        self.cards = [PhotoCard(m, k == 0, thumbnails) for k, m in enumerate(group.members)]
+        self.cards = [PhotoCard(m, k == 0, group.removable, group.reason, thumbnails)
+                      for k, m in enumerate(group.members)]
         for c in self.cards:
             row.addWidget(c)
         row.addStretch(1)
         lay = QVBoxLayout(self)
-        lay.addWidget(header)
+        lay.addLayout(head)
         lay.addLayout(row)
+        self.set_current(False)
+
+    def set_current(self, on: bool) -> None:
+        self.setStyleSheet("GroupWidget { border: 3px solid #1e88e5; }" if on else
+                           "GroupWidget { border: 1px solid #bbb; }")
+
+    def keep(self, card: PhotoCard) -> None:
+        """Make ``card`` the photo kept (the others of the group are selected for moving)."""
+        for c in self.cards:
+            c.set_keep(c is card, "your choice" if c is card else "")
+            c.check.setChecked(c is not card)
+
+
+class KeepRulesDialog(QDialog):
+    """Order of the keep rules, preferred formats and folders."""
+
+    def __init__(self, rules: KeepRules, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Keep rules")
+        self.list = QListWidget()
+        self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        for r in rules.order + tuple(x for x in KEEP_RULES if x not in rules.order):
+            self.list.addItem(KEEP_RULE_TITLES[r])
+            self.list.item(self.list.count() - 1).setData(Qt.ItemDataRole.UserRole, r)
+        up, down = QPushButton("Up"), QPushButton("Down")
+        up.clicked.connect(lambda: self._move(-1))
+        down.clicked.connect(lambda: self._move(1))
+        self.formats = QLineEdit(" ".join(rules.formats))
+        self.formats.setToolTip("File extensions preferred, best first (others come after, equal)")
+        self.folders = QLineEdit("; ".join(rules.folders))
+        self.folders.setToolTip("Folders whose photos are preferred, best first, separated by ';'")
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel("The first rule that tells two photos apart decides which one is kept:"))
+        row = QHBoxLayout()
+        row.addWidget(self.list, 1)
+        side = QVBoxLayout()
+        side.addWidget(up)
+        side.addWidget(down)
+        side.addStretch(1)
+        row.addLayout(side)
+        lay.addLayout(row)
+        lay.addWidget(QLabel("Preferred formats:"))
+        lay.addWidget(self.formats)
+        lay.addWidget(QLabel("Preferred folders:"))
+        lay.addWidget(self.folders)
+        lay.addWidget(box)
+
+    def _move(self, d: int) -> None:
+        r = self.list.currentRow()
+        if r < 0 or not 0 <= r + d < self.list.count():
+            return
+        item = self.list.takeItem(r)
+        self.list.insertItem(r + d, item)
+        self.list.setCurrentRow(r + d)
+
+    def rules(self) -> KeepRules:
+        order = tuple(self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count()))
+        fmts = tuple(f if f.startswith(".") else "." + f for f in self.formats.text().lower().split() if f)
+        folders = tuple(f.strip() for f in self.folders.text().split(";") if f.strip())
+        return KeepRules(order, fmts, folders)
 
 
 class DuplicatesView(QWidget):
@@ -123,53 +246,84 @@ class DuplicatesView(QWidget):
         self._finder_key: tuple | None = None
         self.groups: list[DuplicateGroup] = []
         self.group_widgets: list[GroupWidget] = []
+        self.current = -1
+        self.tier = "near"
         self.last_moved: list[tuple[str, str]] = []
         self._relay = _Relay(self)
         self._relay.done.connect(self._on_computed, Qt.ConnectionType.QueuedConnection)
-        self._computing: tuple | None = None  # key being computed in the worker thread
-        self.choice: ThresholdChoice | None = None  # the default threshold of the collection + method
+        self._relay.progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
+        self._computing: tuple | None = None
+        self._cancel: threading.Event | None = None
+        self.choice: ThresholdChoice | None = None
         self._choice_method = ""
-        # Tests replace this with a function returning True/False instead of a dialog.
+        # Tests replace these with functions returning an answer instead of a dialog.
         self.confirm = self._confirm_dialog
+        self.choose_folder = lambda: QFileDialog.getExistingDirectory(self, "Move the photos to")
 
         self.scope = QComboBox()
         self.scope.setToolTip("Look for duplicates in the whole collection or in one folder")
         self.scope.currentIndexChanged.connect(lambda _i: self.find_duplicates())
         self.find_btn = QPushButton("Find duplicates")
         self.find_btn.clicked.connect(lambda: self.find_duplicates(force=True))
+        self.cancel_btn = QPushButton("Stop")
+        self.cancel_btn.setToolTip("Stop checking; what was checked is kept and the next run resumes")
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.cancel_btn.hide()
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(50, 99)
         self.slider.setValue(round(DEFAULT_THRESHOLD * 100))
-        self._auto_value = self.slider.value()  # the value we set; a user's own value is kept
-        self.slider.setToolTip("Similarity threshold: lower finds more (looser) duplicates")
+        self._auto_value = self.slider.value()
+        self.slider.setToolTip("Similar shots: search similarity at or above this (browse only). Near-duplicates "
+                               "are confirmed by comparing the photos themselves, not by this threshold.")
         self.slider.valueChanged.connect(self._on_slider)
         self.threshold_label = QLabel()
         self._regroup_timer = QTimer(self)
         self._regroup_timer.setSingleShot(True)
         self._regroup_timer.setInterval(60)
         self._regroup_timer.timeout.connect(self.regroup)
-        self.summary = QLabel("Press “Find duplicates”.")
-        self.summary.setWordWrap(True)
+        self.rules_btn = QPushButton("Keep rules…")
+        self.rules_btn.clicked.connect(self.edit_keep_rules)
         top = QHBoxLayout()
         top.addWidget(QLabel("In:"))
         top.addWidget(self.scope, 1)
         top.addWidget(self.find_btn)
-        top.addWidget(QLabel("Threshold:"))
+        top.addWidget(self.cancel_btn)
+        top.addWidget(QLabel("Similar shots from:"))
         top.addWidget(self.slider, 1)
         top.addWidget(self.threshold_label)
+        top.addWidget(self.rules_btn)
 
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.overview = QLabel("Press “Find duplicates”.")
+        self.overview.setWordWrap(True)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.tabs = QTabBar()
+        for t in TIERS:
+            self.tabs.addTab(TIER_TABS[t])
+        self.tabs.setCurrentIndex(TIERS.index(self.tier))
+        self.tabs.currentChanged.connect(lambda i: self.show_tier(TIERS[i]))
+
+        self.dest = QComboBox()
+        self.dest.addItem("to the system trash", TRASH)
+        self.dest.addItem("to a folder…", None)
+        self.dest.setToolTip("Where moved photos go (nothing is deleted)")
+        self.dest.activated.connect(self._on_dest)
+        self.apply_btn = QPushButton("Apply suggestion to all exact + near groups…")
+        self.apply_btn.setToolTip("Move every non-kept photo of every exact and near-duplicate group, after one "
+                                  "confirmation. Similar shots are never included.")
+        self.apply_btn.clicked.connect(self.apply_suggestions)
         self.copy_btn = QPushButton("Copy list")
         self.copy_btn.setToolTip("Copy the paths of the selected photos")
         self.copy_btn.clicked.connect(self.copy_list)
-        self.move_btn = QPushButton("Move selected to folder…")
-        self.move_btn.clicked.connect(self._choose_and_move)
-        self.trash_btn = QPushButton("Move selected to trash…")
-        self.trash_btn.clicked.connect(self.move_checked_to_trash)
-        self.select_others_btn = QPushButton("Select all but the suggested keep")
-        self.select_others_btn.clicked.connect(self.select_suggested)
+        self.move_btn = QPushButton("Move selected…")
+        self.move_btn.clicked.connect(self.move_selected)
         actions = QHBoxLayout()
         actions.addWidget(self.summary, 1)
-        for b in (self.select_others_btn, self.copy_btn, self.move_btn, self.trash_btn):
+        actions.addWidget(QLabel("Move"))
+        actions.addWidget(self.dest)
+        for b in (self.apply_btn, self.move_btn, self.copy_btn):
             actions.addWidget(b)
 
         self.body = QWidget()
@@ -178,11 +332,40 @@ class DuplicatesView(QWidget):
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(self.body)
+        self.keys_hint = QLabel("Keys: N/P next/previous group · 1-9 keep that photo · X not a duplicate · "
+                                "R keep all · C compare · Tab next tier")
+        self.keys_hint.setStyleSheet("color: gray")
+        review = QWidget()
+        rl = QVBoxLayout(review)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.tabs)
+        rl.addWidget(self.scroll, 1)
+        rl.addWidget(self.keys_hint)
+        self.compare = CompareView()
+        self.compare.closed.connect(self.close_compare)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(review)
+        self.stack.addWidget(self.compare)
+
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.overview)
         lay.addLayout(actions)
-        lay.addWidget(self.scroll, 1)
+        lay.addWidget(self.stack, 1)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        for key, slot in (("N", self.next_group), ("Down", self.next_group), ("P", self.previous_group),
+                          ("Up", self.previous_group), ("X", self.not_duplicate_current),
+                          ("R", self.resolve_current), ("C", self.compare_current), ("Tab", self.next_tier)):
+            sc = QShortcut(QKeySequence(key), review)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(slot)
+        for n in range(1, 10):
+            sc = QShortcut(QKeySequence(str(n)), review)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(lambda n=n: self.keep_nth(n))
+        self.review = review
         if thumbnails is not None:
             thumbnails.ready.connect(self._on_thumbnail)
         self._update_label()
@@ -231,10 +414,11 @@ class DuplicatesView(QWidget):
         return (id(col), m, col.catalog.generation(m), self.scope.currentData())
 
     def find_duplicates(self, force: bool = False) -> None:
-        """(Re)compute the similarity graph of the chosen scope, then group at the slider's threshold."""
+        """(Re)compute the graph and verify the candidate pairs of the chosen scope (worker
+        thread, with progress), then group."""
         col = self.collection_getter()
         if col is None:
-            self.summary.setText("No collection is open.")
+            self.overview.setText("No collection is open.")
             return
         if self.scope.count() == 0:
             self._refresh_scopes(col)
@@ -244,47 +428,61 @@ class DuplicatesView(QWidget):
             return
         if self._computing == key:
             return  # already on its way
+        if self._cancel is not None:
+            self._cancel.set()  # an older request (other scope) stops; its checks are kept
         folder = self.scope.currentData()
-        self.summary.setText("Comparing photos…")
-        # Small collections are compared at once, unless the method's default threshold has
-        # yet to be measured on this collection (seconds of CNN work: the worker does that).
-        if col.catalog.image_count() <= SYNC_LIMIT and stored_choice(col) is not None:
-            QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-            try:
-                result, error = self._compute(col, folder)
-            finally:
-                QGuiApplication.restoreOverrideCursor()
-            self._on_computed(key, result, error)
-            return
+        self.overview.setText("Comparing photos…")
         self._computing = key
+        self._cancel = cancel = threading.Event()
         self.find_btn.setEnabled(False)
+        self.cancel_btn.show()
+        self.progress.setRange(0, 0)
+        self.progress.show()
 
         def work() -> None:
-            result, error = self._compute(col, folder)
+            result, error = self._compute(col, folder, key, cancel)
             self._relay.done.emit(key, result, error)
 
         threading.Thread(target=work, name="duplicates", daemon=True).start()
 
-    @staticmethod
-    def _compute(col, folder) -> tuple[tuple[DuplicateFinder, ThresholdChoice] | None, str | None]:
+    def _compute(self, col, folder, key, cancel: threading.Event):
         try:
             choice = duplicate_threshold(col)
-            cfg = DuplicateConfig(threshold=choice.threshold, floor=choice.floor)
-            return (DuplicateFinder.from_collection(col, folder=folder, config=cfg), choice), None
+            cfg = choice.config(keep=load_keep_rules(col.catalog))
+            finder = DuplicateFinder.from_collection(
+                col, folder=folder, config=cfg,
+                progress=lambda d, t: self._relay.progress.emit(key, "Searching neighbours", d, t))
+            finder.verify(progress=lambda p: self._relay.progress.emit(key, "Checking candidate pairs", p.done,
+                                                                       p.total), cancel=cancel)
+            finder.groups(DEFAULT_THRESHOLD)  # checks against each group's keep happen here, off the UI thread
+            return (finder, choice), None
         except Exception as exc:  # no descriptors yet, etc.: say it, do not crash the window
             return None, str(exc)
 
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
     def busy(self) -> bool:
-        """True while the similarity graph is computed in the worker thread."""
+        """True while the worker thread searches and verifies."""
         return self._computing is not None
+
+    def _on_progress(self, key, phase: str, done: int, total: int) -> None:
+        if key != self._computing:
+            return
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{phase}: {done} / {total}")
 
     def _on_computed(self, key, result, error) -> None:
         if self._computing == key:
             self._computing = None
-        self.find_btn.setEnabled(True)
+            self.find_btn.setEnabled(True)
+            self.cancel_btn.hide()
+            self.progress.hide()
         if error is not None:
             self.finder = None
-            self.summary.setText(f"Cannot look for duplicates: {error}")
+            self.overview.setText(f"Cannot look for duplicates: {error}")
             self._show([])
             return
         col = self.collection_getter()
@@ -293,6 +491,9 @@ class DuplicatesView(QWidget):
         self.finder, self._finder_key = result[0], key
         self._apply_choice(result[1], col.active_method)
         self.regroup()
+        if not self.finder.complete:
+            self.overview.setText(self.overview.text() + " Checking was stopped: press “Find duplicates” to "
+                                  "resume (what was checked is kept).")
 
     def _apply_choice(self, choice: ThresholdChoice, method: str) -> None:
         """Offer the method's similarity range and, unless the user set a threshold, its default."""
@@ -304,8 +505,8 @@ class DuplicatesView(QWidget):
             self.slider.setValue(round(choice.threshold * 100))
             self._auto_value = self.slider.value()
         self.slider.blockSignals(False)
-        self.slider.setToolTip(f"Similarity threshold: lower finds more (looser) duplicates. Default: "
-                               f"{choice.describe(method)}.")
+        self.slider.setToolTip(f"Similar shots: search similarity at or above this (browse only). Default: "
+                               f"{choice.describe(method)}. Near-duplicates are confirmed by comparing the photos.")
         self._update_label()
 
     def _on_slider(self, _v: int) -> None:
@@ -319,38 +520,186 @@ class DuplicatesView(QWidget):
             return
         self._show(self.finder.groups(self.threshold()))
 
+    # -- showing --------------------------------------------------------------------------
+    def tier_groups(self, tier: str | None = None) -> list[DuplicateGroup]:
+        t = tier or self.tier
+        return [g for g in self.groups if g.tier == t]
+
+    def show_tier(self, tier: str) -> None:
+        if tier not in TIERS:
+            raise ValueError(tier)
+        self.tier = tier
+        if self.tabs.currentIndex() != TIERS.index(tier):
+            self.tabs.blockSignals(True)
+            self.tabs.setCurrentIndex(TIERS.index(tier))
+            self.tabs.blockSignals(False)
+        self._rebuild()
+
+    def next_tier(self) -> None:
+        self.show_tier(TIERS[(TIERS.index(self.tier) + 1) % len(TIERS)])
+
     def _show(self, groups: list[DuplicateGroup]) -> None:
         self.groups = groups
+        counts = tier_counts(groups)
+        for k, t in enumerate(TIERS):
+            self.tabs.setTabText(k, f"{TIER_TABS[t]} ({counts[t]['groups']})")
+        if not self.tier_groups() and groups:  # open on a tier that has something
+            self.tier = next((t for t in TIERS if counts[t]["groups"]), self.tier)
+            self.tabs.blockSignals(True)
+            self.tabs.setCurrentIndex(TIERS.index(self.tier))
+            self.tabs.blockSignals(False)
+        c = counts
+        text = (f"<b>Exact copies</b>: {c['exact']['groups']} groups, {c['exact']['could_go']} photos could go · "
+                f"<b>Near-duplicates</b> (the same photo, edited; each verified): {c['near']['groups']} groups, "
+                f"{c['near']['could_go']} could go · <b>Similar shots</b>: {c['similar']['groups']} groups, "
+                f"{c['similar']['photos']} photos, browse only")
+        if self.choice is not None and self.choice.calibrated:
+            text += f" (default {self.choice.describe(self._choice_method)})"
+        self.overview.setText(text)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
         for w in self.group_widgets:
             w.setParent(None)
             w.deleteLater()
         self.group_widgets = []
-        for n, g in enumerate(groups[:MAX_GROUPS_SHOWN], 1):
+        shown = self.tier_groups()
+        for n, g in enumerate(shown[:MAX_GROUPS_SHOWN], 1):
             w = GroupWidget(n, g, self.thumbnails)
             for c in w.cards:
                 c.find_similar.connect(self.find_similar)
                 c.check.toggled.connect(lambda _on: self._update_buttons())
+                c.keep_requested.connect(lambda card, w=w: self._keep_card(w, card))
+                c.compare_requested.connect(lambda card, w=w: self._compare_card(w, card))
+            w.not_duplicate.connect(self.not_duplicate)
+            w.resolved.connect(self.resolve)
             self.body_layout.insertWidget(self.body_layout.count() - 1, w)
             self.group_widgets.append(w)
-        extra = sum(len(g.members) - 1 for g in groups)
-        text = f"{len(groups)} groups, {extra} photos that could go"
-        if len(groups) > MAX_GROUPS_SHOWN:
-            text += f" (first {MAX_GROUPS_SHOWN} groups shown; raise the threshold to narrow)"
-        if not groups:
-            text = "No duplicates at this threshold."
-        if self.choice is not None and self.choice.calibrated:
-            text += f" (Default {self.choice.describe(self._choice_method)}.)"
-        self.summary.setText(text)
+        self.current = 0 if self.group_widgets else -1
+        self._highlight()
+        if not shown:
+            self.summary.setText("Nothing in this tier." if self.groups else "No duplicates found.")
+        elif len(shown) > MAX_GROUPS_SHOWN:
+            self.summary.setText(f"First {MAX_GROUPS_SHOWN} of {len(shown)} groups shown.")
+        else:
+            self.summary.setText("")
         self._update_buttons()
 
+    def _highlight(self) -> None:
+        for k, w in enumerate(self.group_widgets):
+            w.set_current(k == self.current)
+        if 0 <= self.current < len(self.group_widgets):
+            self.scroll.ensureWidgetVisible(self.group_widgets[self.current], 0, 0)
+
     def _on_thumbnail(self, path: str) -> None:
-        for w in self.group_widgets:
-            for c in w.cards:
-                if c.info.path == path:
-                    c.refresh_thumbnail()
+        for c in self.cards():
+            if c.info.path == path:
+                c.refresh_thumbnail()
 
     def thumbnails_loaded(self) -> bool:
-        return all(c.refresh_thumbnail() for w in self.group_widgets for c in w.cards)
+        return all(c.refresh_thumbnail() for c in self.cards())
+
+    # -- keyboard review ------------------------------------------------------------------
+    def next_group(self) -> None:
+        if self.group_widgets:
+            self.current = min(len(self.group_widgets) - 1, self.current + 1)
+            self._highlight()
+
+    def previous_group(self) -> None:
+        if self.group_widgets:
+            self.current = max(0, self.current - 1)
+            self._highlight()
+
+    def current_widget(self) -> GroupWidget | None:
+        return self.group_widgets[self.current] if 0 <= self.current < len(self.group_widgets) else None
+
+    def keep_nth(self, n: int) -> None:
+        w = self.current_widget()
+        if w is not None and n <= len(w.cards):
+            self._keep_card(w, w.cards[n - 1])
+
+    def _keep_card(self, w: GroupWidget, card: PhotoCard) -> None:
+        w.keep(card)
+        self.current = self.group_widgets.index(w)
+        self._highlight()
+        self._update_buttons()
+
+    def not_duplicate_current(self) -> None:
+        w = self.current_widget()
+        if w is not None:
+            self.not_duplicate(w)
+
+    def resolve_current(self) -> None:
+        w = self.current_widget()
+        if w is not None and w.group.removable:
+            self.resolve(w)
+
+    def not_duplicate(self, w: GroupWidget) -> None:
+        """Remember that the group's photos are different photos; drop the group."""
+        col = self.collection_getter()
+        if col is not None:
+            not_duplicates(col.catalog, w.group.members)
+        self._drop_group(w, "Remembered: not duplicates.")
+
+    def resolve(self, w: GroupWidget) -> None:
+        """Remember that the group was reviewed and every photo is kept; drop the group."""
+        col = self.collection_getter()
+        if col is not None:
+            mark_resolved(col.catalog, w.group.keep, w.group.members[1:])
+        self._drop_group(w, "Remembered: all kept.")
+
+    def _drop_group(self, w: GroupWidget, message: str) -> None:
+        col = self.collection_getter()
+        if self.finder is not None and col is not None:
+            self.finder.decisions = col.catalog.pair_decisions()
+        at = self.group_widgets.index(w)
+        self.groups = [g for g in self.groups if g is not w.group]
+        self._show(self.groups)
+        self.current = min(at, len(self.group_widgets) - 1)
+        self._highlight()
+        self.summary.setText(message)
+
+    # -- compare --------------------------------------------------------------------------
+    def _compare_card(self, w: GroupWidget, card: PhotoCard) -> None:
+        keep = next((c for c in w.cards if c.is_keep), w.cards[0])
+        other = card if card is not keep else next((c for c in w.cards if c is not keep), None)
+        if other is not None:
+            self.open_compare(keep.info.path, other.info.path)
+
+    def compare_current(self) -> None:
+        w = self.current_widget()
+        if w is None or len(w.cards) < 2:
+            return
+        keep = next((c for c in w.cards if c.is_keep), w.cards[0])
+        other = next((c for c in w.cards if c is not keep and c.check.isChecked()),
+                     next(c for c in w.cards if c is not keep))
+        self.open_compare(keep.info.path, other.info.path)
+
+    def open_compare(self, a: str, b: str) -> None:
+        self.compare.set_photos(a, b, "(A)", "(B)")
+        self.stack.setCurrentWidget(self.compare)
+        self.compare.setFocus()
+
+    def close_compare(self) -> None:
+        self.stack.setCurrentWidget(self.review)
+        self.review.setFocus()
+
+    # -- keep rules -----------------------------------------------------------------------
+    def edit_keep_rules(self) -> None:
+        col = self.collection_getter()
+        rules = load_keep_rules(col.catalog) if col is not None else KeepRules()
+        dlg = KeepRulesDialog(rules, self)
+        if dlg.exec() == QDialog.DialogCode.Accepted:
+            self.set_keep_rules(dlg.rules())
+
+    def set_keep_rules(self, rules: KeepRules) -> None:
+        """Store the rules in the collection and re-suggest every group's keep."""
+        col = self.collection_getter()
+        if col is not None:
+            save_keep_rules(col.catalog, rules)
+        if self.finder is not None:
+            self.finder.config = dataclasses.replace(self.finder.config, keep=rules)
+            self.regroup()
 
     # -- selection and actions ------------------------------------------------------------
     def cards(self) -> list[PhotoCard]:
@@ -359,67 +708,144 @@ class DuplicatesView(QWidget):
     def checked_paths(self) -> list[str]:
         return [c.info.path for c in self.cards() if c.check.isChecked()]
 
-    def select_suggested(self) -> None:
-        for w in self.group_widgets:
-            for k, c in enumerate(w.cards):
-                c.check.setChecked(k > 0)
-
     def _update_buttons(self) -> None:
         n = len(self.checked_paths())
-        for b in (self.copy_btn, self.move_btn, self.trash_btn):
-            b.setEnabled(n > 0)
-        self.move_btn.setText(f"Move {n} selected to folder…")
-        self.trash_btn.setText(f"Move {n} selected to trash…")
+        self.copy_btn.setEnabled(n > 0)
+        self.move_btn.setEnabled(n > 0)
+        self.move_btn.setText(f"Move {n} selected…")
+        moves = suggested_moves(self.groups)
+        self.apply_btn.setEnabled(bool(moves))
 
     def copy_list(self) -> str:
         text = "\n".join(self.checked_paths())
         QGuiApplication.clipboard().setText(text)
         return text
 
-    def _choose_and_move(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Move the selected photos to")
-        if folder:
-            self.move_checked_to(folder)
+    def _on_dest(self, i: int) -> None:
+        if self.dest.itemData(i) is None:
+            folder = self.choose_folder()
+            if folder:
+                self.set_destination(folder)
+            else:
+                self.dest.setCurrentIndex(0)
+
+    def set_destination(self, folder: str) -> None:
+        """Move to ``folder`` (or :data:`TRASH`) from now on."""
+        if folder == TRASH:
+            self.dest.setCurrentIndex(0)
+            return
+        i = self.dest.findData(folder)
+        if i < 0:
+            self.dest.insertItem(1, f"to {folder}", folder)
+            i = 1
+        self.dest.setCurrentIndex(i)
+
+    def destination(self) -> str | None:
+        """The chosen folder, :data:`TRASH`, or None when none is chosen yet."""
+        return self.dest.currentData()
+
+    def _where(self, dest: str) -> str:
+        return "the system trash" if dest == TRASH else dest
+
+    def move_selected(self) -> list[tuple[str, str]]:
+        """Move the selected photos to the chosen destination after a confirmation."""
+        paths = self.checked_paths()
+        dest = self.destination()
+        if not paths:
+            return []
+        if dest is None:
+            dest = self.choose_folder()
+            if not dest:
+                return []
+            self.set_destination(dest)
+        listing = "\n".join(paths[:15]) + (f"\n… and {len(paths) - 15} more" if len(paths) > 15 else "")
+        if not self.confirm("Move photos", f"Move these {len(paths)} photos to {self._where(dest)}?\n\n{listing}",
+                            [f"{p}  →  {self._where(dest)}" for p in paths]):
+            return []
+        return self._move(paths, dest)
 
     def move_checked_to(self, folder: str) -> list[tuple[str, str]]:
-        """Move the checked photos into ``folder`` (never overwriting); they leave the catalog."""
+        """Move the selected photos into ``folder`` now (never overwriting)."""
+        return self._move(self.checked_paths(), folder)
+
+    def move_checked_to_trash(self) -> list[tuple[str, str]]:
+        """Move the selected photos to the system trash after a confirmation listing them."""
         paths = self.checked_paths()
         if not paths:
             return []
-        try:
-            moved = move_to_folder(paths, folder)
-        except OSError as exc:
-            QMessageBox.warning(self, "Lookalike", f"Could not move the photos: {exc}")
+        listing = "\n".join(paths[:15]) + (f"\n… and {len(paths) - 15} more" if len(paths) > 15 else "")
+        if not self.confirm("Move to trash", f"Move these {len(paths)} photos to the trash?\n\n{listing}", paths):
             return []
-        self._forget([s for s, _d in moved])
-        self.last_moved = moved
-        self.summary.setText(f"Moved {len(moved)} photos to {folder}.")
-        return moved
+        return self._move(paths, TRASH)
 
-    def _confirm_dialog(self, title: str, text: str, paths: list[str]) -> bool:
+    def apply_suggestions(self) -> list[tuple[str, str]]:
+        """Move every exact and near group's non-keep photos after one confirmation saying
+        exactly what moves where (similar shots are never included)."""
+        moves = suggested_moves(self.groups)
+        paths = [p for _g, ps in moves for p in ps]
+        if not paths:
+            return []
+        dest = self.destination()
+        if dest is None:
+            dest = self.choose_folder()
+            if not dest:
+                return []
+            self.set_destination(dest)
+        n_exact = sum(1 for g, _p in moves if g.tier == "exact")
+        n_near = len(moves) - n_exact
+        text = (f"Move {len(paths)} photos to {self._where(dest)}: all but the suggested keep of {n_near} "
+                f"near-duplicate groups and {n_exact} exact-copy groups.\n\nThe kept photo of each group stays "
+                f"where it is. Similar shots are not touched. Nothing is deleted"
+                + (" (a name already taken there gets a number)." if dest != TRASH else
+                   "; the trash can be emptied later by you.")
+                + "\n\nShow Details for every file and where it goes.")
+        detail = [f"{p}  →  {self._where(dest)}   (keeps {g.keep.path})" for g, ps in moves for p in ps]
+        if not self.confirm("Apply the suggestion to every group", text, detail):
+            return []
+        return self._move(paths, dest)
+
+    def _confirm_dialog(self, title: str, text: str, details: list[str]) -> bool:
         box = QMessageBox(QMessageBox.Icon.Question, title, text,
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
-        box.setDetailedText("\n".join(paths))
+        box.setDetailedText("\n".join(details))
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         return box.exec() == QMessageBox.StandardButton.Yes
 
-    def move_checked_to_trash(self) -> list[str]:
-        """Move the checked photos to the system trash after a confirmation listing them."""
-        paths = self.checked_paths()
-        if not paths:
-            return []
-        listing = "\n".join(paths[:20]) + (f"\n… and {len(paths) - 20} more" if len(paths) > 20 else "")
-        if not self.confirm("Move to trash", f"Move these {len(paths)} photos to the trash?\n\n{listing}", paths):
-            return []
-        trashed, failed = [], []
-        for p in paths:
-            (trashed if QFile.moveToTrash(p) else failed).append(p)
-        self._forget(trashed)
-        msg = f"Moved {len(trashed)} photos to the trash."
+    def _move(self, paths: list[str], dest: str) -> list[tuple[str, str]]:
+        """Move ``paths`` to ``dest`` (a folder or :data:`TRASH`); remember the groups as
+        resolved; drop the moved photos from the catalog and the view."""
+        if dest == TRASH:
+            moved, failed = [], []
+            for p in paths:
+                (moved if QFile.moveToTrash(p) else failed).append(p)
+            moved = [(p, TRASH) for p in moved]
+        else:
+            try:
+                moved = move_to_folder(paths, dest)
+            except OSError as exc:
+                QMessageBox.warning(self, "Lookalike", f"Could not move the photos: {exc}")
+                return []
+            failed = [p for p in paths if p not in {s for s, _d in moved}]
+        self._remember_resolved({s for s, _d in moved})
+        self._forget([s for s, _d in moved])
+        self.last_moved = moved
+        msg = f"Moved {len(moved)} photos to {self._where(dest)}."
         if failed:
-            msg += f" {len(failed)} could not be moved (no trash on this drive?); they were left in place."
+            msg += f" {len(failed)} could not be moved (gone, or no trash on this drive?); they were left in place."
         self.summary.setText(msg)
-        return trashed
+        return moved
+
+    def _remember_resolved(self, moved: set[str]) -> None:
+        """A group whose photos were moved is resolved: its kept photos and the moved ones
+        are not proposed again (e.g. when the moved copies land in another indexed folder)."""
+        col = self.collection_getter()
+        if col is None:
+            return
+        for g in self.groups:
+            gone = [m for m in g.members if m.path in moved]
+            kept = [m for m in g.members if m.path not in moved]
+            for k in kept:
+                mark_resolved(col.catalog, k, gone)
 
     def _forget(self, paths: list[str]) -> None:
         """Drop moved photos from the catalog and from the groups on screen."""
@@ -435,5 +861,5 @@ class DuplicatesView(QWidget):
         for g in self.groups:
             members = [m for m in g.members if m.path not in gone]
             if len(members) >= 2:
-                kept.append(DuplicateGroup(members, g.exact, g.similarity))
+                kept.append(g.with_members(members))
         self._show(kept)

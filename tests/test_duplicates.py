@@ -1,4 +1,5 @@
-"""Duplicate finder: kNN graph regrouping, exact tier, keep suggestion, safe moves, CLI."""
+"""Duplicate finder: kNN graph, tiers (exact / verified near / similar), grouping around the keep,
+keep suggestion, safe moves, CLI. (Verification itself: tests/test_duplicates_verify.py.)"""
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,8 @@ from PIL import Image
 
 from engine.api import Collection
 from engine.duplicates import (DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph,
-                               move_to_folder, pairs_of, sort_keep_first)
+                               move_to_folder, pairs_of, sort_keep_first, suggested_moves)
+from engine.near_duplicate import PairCheck
 from tests.conftest import make_photo, write_copies_folder
 
 
@@ -57,12 +59,13 @@ def test_graph_matches_brute_force_pairs():
     assert got == brute
 
 
-def test_keep_suggestion_is_largest_resolution_then_oldest():
+def test_keep_suggestion_is_largest_resolution_then_larger_file_then_oldest():
     small_old = _info(1, 100, 100, taken=10.0)
     big_new = _info(2, 200, 200, taken=50.0)
     big_old = _info(3, 200, 200, taken=None, mtime=20.0)  # no EXIF: falls back to mtime
-    order = sort_keep_first([small_old, big_new, big_old])
-    assert [p.image_id for p in order] == [3, 2, 1]
+    big_new_larger = _info(4, 200, 200, taken=60.0, size=99)
+    order = sort_keep_first([small_old, big_new, big_old, big_new_larger])
+    assert [p.image_id for p in order] == [4, 3, 2, 1]
 
 
 def test_exact_tier_groups_identical_hashes_whatever_the_threshold():
@@ -71,16 +74,48 @@ def test_exact_tier_groups_identical_hashes_whatever_the_threshold():
     f = DuplicateFinder(infos, v, DuplicateConfig(threshold=0.9))
     groups = f.groups()
     assert len(groups) == 1 and groups[0].exact and sorted(groups[0].paths) == ["/p/0.jpg", "/p/1.jpg"]
+    assert groups[0].removable and groups[0].reason.startswith("identical files")
     assert DuplicateFinder(infos, v, DuplicateConfig(exact=False)).groups() == []
 
 
-def test_near_group_keeps_the_best_copy_first_and_lists_the_others():
-    v = _cluster_vectors()[:5]
+class StubVerifier:
+    """Says "the same photo" for the pairs it is given, "another shot" for the others."""
+
+    def __init__(self, same: set[tuple[int, int]]):
+        from engine.near_duplicate import NearDuplicateConfig
+
+        self.config = NearDuplicateConfig()
+        self.same = same
+        self.asked: list[tuple[int, int]] = []
+
+    def check(self, a, b):
+        i, j = sorted((int(Path(a).stem), int(Path(b).stem)))
+        self.asked.append((i, j))
+        ok = (i, j) in self.same
+        return PairCheck(ok, "" if ok else "pixels", 50, 0.9, 1.0, 1.0, 0.5, 0.95 if ok else 0.3)
+
+
+def test_near_groups_come_from_verified_pairs_and_similar_ones_are_never_removable():
+    v = _cluster_vectors()[:5]  # {0,1,2} and {3,4} are close in descriptor space
     infos = [_info(0, 50, 50), _info(1, 400, 300), _info(2, 400, 300, taken=5.0), _info(3), _info(4)]
-    groups = DuplicateFinder(infos, v, DuplicateConfig(threshold=0.95)).groups()
-    a = next(g for g in groups if len(g.members) == 3)
-    assert a.keep.image_id == 2 and set(a.others) == {"/p/0.jpg", "/p/1.jpg"}
-    assert a.similarity >= 0.95 and not a.exact
+    ver = StubVerifier({(0, 2), (1, 2)})  # 0 and 1 are edited copies of 2; 3 and 4 are two shots
+    groups = DuplicateFinder(infos, v, DuplicateConfig(threshold=0.95), verifier=ver).groups()
+    near = [g for g in groups if g.tier == "near"]
+    similar = [g for g in groups if g.tier == "similar"]
+    assert len(near) == 1 and near[0].keep.image_id == 2 and set(near[0].others) == {"/p/0.jpg", "/p/1.jpg"}
+    assert near[0].removable and near[0].reason.startswith("oldest")  # 1 and 2 tie on resolution and size
+    assert len(similar) == 1 and sorted(similar[0].paths) == ["/p/3.jpg", "/p/4.jpg"] and not similar[0].removable
+    assert [p for _g, ps in suggested_moves(groups) for p in ps] == near[0].others  # similar: never moved
+
+
+def test_a_chain_of_verified_pairs_only_groups_photos_verified_against_the_keep():
+    v = _cluster_vectors()[:3]
+    infos = [_info(0, 400, 300), _info(1, 300, 200), _info(2, 200, 100)]
+    ver = StubVerifier({(0, 1), (1, 2)})  # 2 looks like 1 but is not the photo 0 is
+    groups = [g for g in DuplicateFinder(infos, v, DuplicateConfig(threshold=0.99), verifier=ver).groups()
+              if g.removable]
+    assert [sorted(g.paths) for g in groups] == [["/p/0.jpg", "/p/1.jpg"]]
+    assert (0, 2) in ver.asked  # the keep was checked against 2 before grouping it
 
 
 def test_pairs_of_counts_every_pair_inside_groups():
@@ -117,7 +152,8 @@ def test_collection_duplicates_group_the_copies_and_the_cli_prints_them(tmp_path
     # Generated scenes are more alike than real photos (same generator: 0.76-0.90 between
     # unrelated scenes), so this test uses a stricter threshold than the default.
     cfg = DuplicateConfig(threshold=0.93)
-    groups = DuplicateFinder.from_collection(col, config=cfg).groups()
+    groups = [g for g in DuplicateFinder.from_collection(col, config=cfg).groups() if g.removable]
+    assert all(g.tier == "near" for g in groups)  # each scene: its resized, re-encoded and byte copies
     by_scene = {}
     for g in groups:
         for p in g.paths:
@@ -133,14 +169,25 @@ def test_collection_duplicates_group_the_copies_and_the_cli_prints_them(tmp_path
         assert "_q80" not in g.keep.path
     # A folder restriction only sees that folder's photos.
     sub = DuplicateFinder.from_collection(col, folder=photos / "copies", config=cfg).groups()
-    assert all(Path(p).parent.name == "copies" for g in sub for p in g.paths)
+    assert sub and all(Path(p).parent.name == "copies" for g in sub for p in g.paths)
 
     from engine.cli import main
 
     assert main(["duplicates", "--catalog", str(cat), "--threshold", "0.93", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out) == len(groups) and {"exact", "keep", "members"} <= set(out[0])
+    assert set(out) == {"exact", "near", "similar", "counts"}
+    assert len(out["near"]) == 4 and all(g["tier"] == "near" and g["keep"] and g["keep_reason"] for g in out["near"])
+    assert out["counts"]["near"]["could_go"] == 12 and all(g["keep"] is None for g in out["similar"])
+    assert all(m["folder"] == os.path.dirname(m["path"]) for g in out["near"] for m in g["members"])
+    # "Not a duplicate" from the command line is remembered.
+    a, b = out["near"][0]["members"][0]["path"], out["near"][0]["members"][1]["path"]
+    assert main(["duplicates", "--catalog", str(cat), "--threshold", "0.93", "--not-duplicates", a, b,
+                 "--keep-order", "oldest,resolution", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert not any(a in [m["path"] for m in g["members"]] and b in [m["path"] for m in g["members"]]
+                   for t in ("exact", "near") for g in again[t])
     assert main(["duplicates", "--catalog", str(cat), "--threshold", "1.5"]) == 2
+    assert main(["duplicates", "--catalog", str(cat), "--keep-order", "prettiest"]) == 2
 
 
 def test_threshold_rule_keeps_the_measured_default_when_edits_score_high_and_calibrates_otherwise():
@@ -185,8 +232,8 @@ def test_default_threshold_is_calibrated_for_whitened_cluster_mac_and_measured_o
     dt.duplicate_threshold(col, "cluster-mac")
     assert len(calls) == 2
     # At the calibrated threshold the copies of a scene are found together.
-    groups = DuplicateFinder.from_collection(col, "cluster-mac", config=DuplicateConfig(
-        threshold=choice.threshold, floor=choice.floor)).groups()
-    near = [g for g in groups if not g.exact]
+    assert choice.candidate <= choice.threshold
+    groups = DuplicateFinder.from_collection(col, "cluster-mac", config=choice.config()).groups()
+    near = [g for g in groups if g.tier == "near"]
     assert near and all(len({Path(p).name.split("_")[0].split(".")[0] for p in g.paths}) == 1 for g in near)
     col.close()
