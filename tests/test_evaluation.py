@@ -204,8 +204,8 @@ def test_ukbench56_rmac_ns_at_least_3_5(tmp_path, capsys):
     assert len(res["per_query"]) == 56
 
 
-def test_boxed_queries_are_scored_with_and_without_the_crop(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+def _boxed_set(tmp_path):
+    """A tiny landmark-style set (protocol oxford): one boxed query, its cropped copy, two others."""
     scene = make_photo(5, (256, 192))
     data = {"protocol": "oxford", "images": ["q.jpg", "near.jpg", "far1.jpg", "far2.jpg"],
             "queries": [{"id": "scene_1", "image": "q.jpg", "positives": ["q.jpg", "near.jpg"],
@@ -217,6 +217,12 @@ def test_boxed_queries_are_scored_with_and_without_the_crop(tmp_path, capsys, mo
     make_photo(6, (256, 192)).save(root / "images" / "far1.jpg")
     make_photo(7, (256, 192)).save(root / "images" / "far2.jpg")
     (root / "ground_truth.json").write_text(json.dumps(data))
+    return root
+
+
+def test_boxed_queries_are_scored_with_and_without_the_crop(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    root = _boxed_set(tmp_path)
     assert main(["eval", str(root), "--method", "mac", "--device", "cpu", "--json", "--cache", str(tmp_path / "c")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["query_crop"] for r in out["results"]] == ["image", "none"]
@@ -228,6 +234,32 @@ def test_boxed_queries_are_scored_with_and_without_the_crop(tmp_path, capsys, mo
                  "--json", "--cache", str(tmp_path / "c"), "--query-crop", "activations"]) == 0
     (r,) = json.loads(capsys.readouterr().out)["results"]
     assert r["query_crop"] == "image (activations not supported)" and r["cached"]
+
+
+def test_eval_set_results_md_and_measured_keep_configs_apart(tmp_path, capsys, monkeypatch):
+    from engine.evaluation.report import load_rows
+    from engine.methods.measured import load_measured
+
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    root = _boxed_set(tmp_path)
+    md, measured = tmp_path / "docs" / "RESULTS.md", tmp_path / "measured.json"
+    common = [str(root), "--method", "mac", "--device", "cpu", "--json", "--cache", str(tmp_path / "c"),
+              "--results-md", str(md), "--measured", str(measured)]
+    assert main(["eval", *common, "--chosen-on", "paris_dev"]) == 0
+    default = {r["query_crop"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert main(["eval", *common, "--set", "image_side=128"]) == 0
+    small = {r["query_crop"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert small["image"]["image_side"] == 128 and default["image"]["image_side"] == 512
+    rows = load_rows(md)
+    assert sorted((r["image_side"], r["query_crop"], r["chosen_on"]) for r in rows) == [
+        (128, "image", "not tuned"), (128, "none", "not tuned"), (512, "image", "paris_dev"), (512, "none", "paris_dev")]
+    text = md.read_text()
+    assert "#### ds: AP per query, query cropped to its box" in text and "| scene_1 | mean |" in text
+    # Only the default config speaks for the method in the app's list.
+    got = load_measured(measured)
+    assert set(got) == {"mac"}
+    assert got["mac"]["ds:image"] == pytest.approx(default["image"]["mAP"], abs=1e-4)
+    assert got["mac"]["ds:none"] == pytest.approx(default["none"]["mAP"], abs=1e-4)
 
 
 def test_stored_rotation_mirror_ignores_exif_orientation(tmp_path):

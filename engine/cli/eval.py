@@ -13,6 +13,8 @@ give ``{"datasets": [<that object>, ...]}``. ``ns`` is null except for the ukben
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -51,7 +53,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-md", metavar="FILE", default=None,
                    help="update the generated results table in FILE (e.g. docs/RESULTS.md), "
                         "keeping the text outside its markers")
+    p.add_argument("--chosen-on", metavar="TEXT", default=None,
+                   help="where the parameters of this run were chosen, shown next to its numbers in "
+                        "--results-md (e.g. paris_dev, leave-one-query-out; default: not tuned)")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", dest="overrides",
+                   help="method setting for this run, VALUE in JSON (e.g. image_side=1024, "
+                        "'scales=[1,0.7071,0.5]'; a bare word is a string). Repeatable")
+    p.add_argument("--measured", metavar="FILE", default=None,
+                   help="merge the mAPs and speed of default-config results into FILE "
+                        "(engine/methods/measured.json: what `methods` and the app show)")
     p.add_argument("--cache", metavar="DIR", default=None, help="evaluation cache folder (default: the user cache)")
+
+
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def parse_overrides(items: list[str] | None, methods: list[str]) -> dict:
+    """``--set KEY=VALUE`` items -> method config overrides, checked against every method to
+    run (unknown setting, or a value of another type than the setting's default, is an error)."""
+    from ..methods import METHODS
+
+    overrides: dict = {}
+    for item in items or ():
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise LookalikeError(f"--set {item!r}: write KEY=VALUE, e.g. --set image_side=1024.")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            if not _BARE_WORD.fullmatch(text.strip()):
+                raise LookalikeError(f"--set {key}: {text!r} is not a JSON value "
+                                     "(numbers, true/false/null, [lists], \"strings\").") from None
+            value = text.strip()
+        overrides[key] = value
+    for name in methods if overrides else ():
+        default = METHODS[name].config.to_dict()
+        unknown = sorted(set(overrides) - set(default))
+        if unknown:
+            raise LookalikeError(f"--set {', '.join(unknown)}: no such setting for {name}; "
+                                 f"its settings: {', '.join(sorted(default))}.")
+        for key, value in overrides.items():
+            if not _same_kind(default[key], value):
+                raise LookalikeError(f"--set {key}={json.dumps(value)}: {name}'s {key} is "
+                                     f"{type(default[key]).__name__} (default {json.dumps(default[key])}).")
+    return overrides
+
+
+def _same_kind(default, value) -> bool:
+    if default is None or value is None:
+        return True  # optional settings: the method checks what it gets
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, list)
+    return isinstance(value, type(default))
 
 
 def _progress(args):
@@ -64,7 +122,7 @@ def _progress(args):
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, find_datasets, load_dataset
-    from ..evaluation.report import format_table, update_results_markdown, write_report
+    from ..evaluation.report import NOT_TUNED, format_table, update_measured, update_results_markdown, write_report
     from ..methods import DEFAULT_METHOD, METHODS
 
     folders = [Path(d) for d in args.datasets]
@@ -79,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     for name in methods:
         if name not in METHODS:
             raise LookalikeError(f"Unknown method '{name}'. Available: {', '.join(sorted(METHODS))}.")
+    overrides = parse_overrides(args.overrides, methods)
+    if args.measured and args.weights:
+        raise LookalikeError("--measured records the methods as the app runs them; not with --weights.")
     datasets = [load_dataset(f, args.layout) for f in folders]  # validate all before the long work
     outputs = []
     for ds in datasets:
@@ -92,10 +153,13 @@ def run(args: argparse.Namespace) -> int:
                           + (f", query crop {crop}" if has_boxes else "") + ")...", file=sys.stderr)
                 results.append(evaluate(ds, name, device=args.device, query_crop=crop,
                                         rotation=args.holidays_rotation, weights=args.weights,
-                                        cache_root=args.cache, progress=_progress(args), rerank=rerank))
+                                        cache_root=args.cache, progress=_progress(args), rerank=rerank,
+                                        overrides=overrides or None))
         outputs.append((ds, results))
         if args.results_md:  # after each dataset, so a long --all run keeps what it finished
-            update_results_markdown(Path(args.results_md), [(ds, results)])
+            update_results_markdown(Path(args.results_md), [(ds, results)], args.chosen_on or NOT_TUNED)
+        if args.measured:  # only default-config results are written (see update_measured)
+            update_measured(Path(args.measured), [(ds, results)])
         if args.report:
             path = write_report(Path(args.report), ds, results)
             if not args.json:

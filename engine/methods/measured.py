@@ -1,7 +1,7 @@
 """Measured speed and accuracy of each method, as the app shows them when a person chooses one.
 
-``measured.json`` beside this module is written by ``make results`` (``main.py eval --all
---results-md docs/RESULTS.md``) from the same evaluation runs that produce docs/RESULTS.md, so
+``measured.json`` beside this module is written by ``make results`` (``main.py eval ...
+--results-md docs/RESULTS.md --measured engine/methods/measured.json``) from the same evaluation runs that produce docs/RESULTS.md, so
 the method picker's time estimates and the ``methods`` listing quote measurements, never
 guesses. A method absent from the file has not been measured (its entry says None).
 """
@@ -16,10 +16,11 @@ MEASURED_FILE = Path(__file__).with_name("measured.json")
 
 
 @lru_cache(maxsize=1)
-def load_measured() -> dict[str, dict[str, Any]]:
-    """``method -> {"images_per_s": ..., "<dataset>:<crop>": mAP, ...}`` ({} when absent)."""
+def load_measured(path: Path = MEASURED_FILE) -> dict[str, dict[str, Any]]:
+    """``method -> {"images_per_s": ..., "<dataset>:<crop>": mAP, ...}`` ({} when absent).
+    Cached: treat the result as read-only."""
     try:
-        data = json.loads(MEASURED_FILE.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     return data.get("methods", {})
