@@ -5,6 +5,10 @@ A dataset is a folder with ``images/`` and ``ground_truth.json`` (``--layout gt`
 (``--layout folders``). ``--all`` evaluates every registered method (or the ``--method``s given)
 on every dataset of ``--datasets-root`` (default: the developers' ``../shared/datasets``).
 Indexing is cached (see :mod:`engine.evaluation.runner`), so a second run only re-scores.
+``--set KEY=VALUE`` runs the methods with other settings (another config, another cache and
+another row of ``--results-md``); ``--chosen-on TEXT`` says where the run's parameters were
+chosen, next to its numbers; ``--measured FILE`` records the default-config results for
+``methods`` and the app (see :mod:`engine.evaluation.report`).
 
 JSON (``--json``): one dataset gives ``{"dataset", "protocol", "images", "queries", "results":
 [{"method", "mAP", "ns", "p@1", "p@5", "r@10", ..., "per_query": [...]}]}``; several datasets

@@ -7,18 +7,26 @@ positive, red = wrong; junk and, for holidays/folders, the query itself are not 
 are not ranked). Plots use matplotlib's Agg backend (no display needed).
 
 ``--results-md FILE`` rewrites only the text between ``<!-- BEGIN GENERATED RESULTS -->`` and
-``<!-- END GENERATED RESULTS -->``. The rows are also kept there as JSON in an HTML comment, so
-runs of different datasets/methods merge (a row is replaced by a newer run of the same dataset,
-method, query crop and rotation).
+``<!-- END GENERATED RESULTS -->``: a summary table (one row per dataset, method + re-ranking,
+config, query crop and rotation, with the config in short and where its parameters were chosen)
+and, for the landmark sets (protocol ``oxford``), one table of per-query APs per query crop. The
+rows are kept in a sidecar, ``results_rows.json`` beside FILE, and the block is rendered from
+it, so runs of different datasets/methods/configs accumulate (a row is replaced by a newer run
+with its key; see :func:`merge_rows`).
+
+``--measured FILE`` merges the default-config results into the method list's measured numbers
+(:func:`update_measured`, :mod:`engine.methods.measured`).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -254,12 +262,35 @@ def write_results_markdown(path: Path, rows: list[dict]) -> None:
                                                .encode("utf-8")))
 
 
+@contextmanager
+def _merge_lock(path: Path) -> Iterator[None]:
+    """Hold a lock for ``path`` (waiting for it) while the file is read, merged and written:
+    evaluations of different methods often run side by side, and without the lock the later
+    writer would drop the rows or numbers the other one added in between."""
+    import tempfile
+
+    # In the temp folder, not beside the file: no lock files in the repository's docs/.
+    digest = hashlib.sha1(os.fspath(Path(path).resolve()).encode()).hexdigest()[:16]
+    fd = os.open(Path(tempfile.gettempdir()) / f"lookalike-merge-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock (a developer's tool)
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
 def update_results_markdown(path: Path, outputs: Sequence[tuple[Dataset, Sequence[MethodResult]]],
                             chosen_on: str = NOT_TUNED) -> None:
     """Merge the results into ``path``'s rows (see :func:`merge_rows`) and re-render its block.
     ``chosen_on``: where any parameter of these runs was chosen (``eval --chosen-on``)."""
     new = [_row(ds, r, chosen_on) for ds, results in outputs for r in results]
-    write_results_markdown(path, merge_rows(load_rows(path), new))
+    with _merge_lock(path):
+        write_results_markdown(path, merge_rows(load_rows(path), new))
 
 
 # -- engine/methods/measured.json ------------------------------------------------------------
@@ -277,25 +308,28 @@ def update_measured(path: Path, outputs: Sequence[tuple[Dataset, Sequence[Method
     images so far (the steadiest average), named in ``images_per_s_on``."""
     from ..methods.measured import load_measured, write_measured
 
-    methods = json.loads(json.dumps(load_measured(Path(path))))  # a copy: the loader's cache is shared
+    path = Path(path)
     written: list[str] = []
-    for ds, results in outputs:
-        for r in results:
-            if not is_default_config(r):
-                continue
-            method, rerank = split_method_label(r.method)
-            entry = methods.setdefault(method, {})
-            crop = r.query_crop if any(q.bbox for q in ds.queries) else "-"
-            entry[measured_key(ds.name, crop, rerank)] = round(float(r.metrics["mAP"]), 4)
-            if r.ms_per_image and r.n_images >= entry.get("images_per_s_images", 0):
-                entry["images_per_s"] = round(1000.0 / r.ms_per_image, 2)
-                entry["images_per_s_on"] = f"{ds.name} ({r.device})"
-                entry["images_per_s_images"] = r.n_images
-            written.append(method)
-    if written:
-        write_measured(methods, "written by `main.py eval --measured` (make results): strict mAP per "
-                       "'dataset[:query crop][+re-ranking]' with each method's default config; images_per_s = "
-                       "1000 / wall ms per image indexed", Path(path))
+    with _merge_lock(path):
+        load_measured.cache_clear()  # another process may have written the file since it was read
+        methods = json.loads(json.dumps(load_measured(path)))  # a copy: the loader's cache is shared
+        for ds, results in outputs:
+            for r in results:
+                if not is_default_config(r):
+                    continue
+                method, rerank = split_method_label(r.method)
+                entry = methods.setdefault(method, {})
+                crop = r.query_crop if any(q.bbox for q in ds.queries) else "-"
+                entry[measured_key(ds.name, crop, rerank)] = round(float(r.metrics["mAP"]), 4)
+                if r.ms_per_image and r.n_images >= entry.get("images_per_s_images", 0):
+                    entry["images_per_s"] = round(1000.0 / r.ms_per_image, 2)
+                    entry["images_per_s_on"] = f"{ds.name} ({r.device})"
+                    entry["images_per_s_images"] = r.n_images
+                written.append(method)
+        if written:
+            write_measured(methods, "written by `main.py eval --measured` (make results): strict mAP per "
+                           "'dataset[:query crop][+re-ranking]' with each method's default config; "
+                           "images_per_s = 1000 / wall ms per image indexed", path)
     return sorted(set(written))
 
 
