@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .images import load_image
+from .images import crop_box, load_image
 from .paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -121,21 +121,34 @@ def _sift(gray: np.ndarray, config: LocalFeatureConfig):
     return geo, np.clip(np.rint(desc), 0, 255).astype(np.uint8)
 
 
-def _raw_features(image: Image.Image | str | os.PathLike, config: LocalFeatureConfig):
-    """(geometry (n, 4) in full-size pixels, uint8 SIFT (n, 128), full size (w, h))."""
+def _raw_features(image: Image.Image | str | os.PathLike, config: LocalFeatureConfig,
+                  box: tuple[float, float, float, float] | None = None):
+    """(geometry (n, 4) in full-size pixels, uint8 SIFT (n, 128), full size (w, h)).
+    With ``box``, only that region is described, at up to ``max_side`` for the region itself
+    (a small box then gets as many points as a whole photo, not its share of them)."""
     if isinstance(image, Image.Image):
-        full = image.size
-        img = image
-        if max(img.size) > config.max_side:
-            img = img.copy()
-            img.thumbnail((config.max_side, config.max_side), Image.Resampling.LANCZOS)
+        full, img = image.size, image
+    elif box is not None:  # the box is in full-size pixels: decode at full size
+        img = load_image(image)
+        full = img.size
     else:
         full = _upright_size(Path(image))
         img = load_image(image, config.max_side)
-    gray = np.asarray(img.convert("L"))
-    geo, desc = _sift(gray, config)
-    factor = full[0] / img.size[0]  # back to full-size pixels
-    geo[:, :3] *= factor
+    offset, src_w = (0, 0), full[0]
+    if box is not None:
+        w, h = img.size
+        # crop_box crops from the clamped, truncated top-left corner: the points' offset
+        offset = (int(min(max(0, min(w, box[0])), max(0, min(w, box[2])))),
+                  int(min(max(0, min(h, box[1])), max(0, min(h, box[3])))))
+        img = crop_box(img, box)
+        src_w = img.size[0]
+    if max(img.size) > config.max_side:
+        img = img.copy()
+        img.thumbnail((config.max_side, config.max_side), Image.Resampling.LANCZOS)
+    geo, desc = _sift(np.asarray(img.convert("L")), config)
+    geo[:, :3] *= src_w / img.size[0]  # back to full-size pixels
+    geo[:, 0] += offset[0]
+    geo[:, 1] += offset[1]
     return geo, desc, full
 
 
@@ -144,9 +157,11 @@ def _features(geo: np.ndarray, desc: np.ndarray, full: tuple[int, int]) -> Local
                          root_sift(desc), (int(full[0]), int(full[1])))
 
 
-def extract(image: Image.Image | str | os.PathLike, config: LocalFeatureConfig = LocalFeatureConfig()) -> LocalFeatures:
-    """Local features of a photo (a path, decoded upright, or a PIL image taken as it is)."""
-    return _features(*_raw_features(image, config))
+def extract(image: Image.Image | str | os.PathLike, config: LocalFeatureConfig = LocalFeatureConfig(),
+            box: tuple[float, float, float, float] | None = None) -> LocalFeatures:
+    """Local features of a photo (a path, decoded upright, or a PIL image taken as it is);
+    with ``box`` (full-size pixels), of that region only (coordinates still full-size)."""
+    return _features(*_raw_features(image, config, box))
 
 
 def default_store_dir() -> Path:
@@ -340,6 +355,8 @@ def linear_part_stats(matrix: np.ndarray, at: np.ndarray | None = None) -> tuple
                       [M[1, 0] - v * M[2, 0], M[1, 1] - v * M[2, 1]]]) / w
     else:
         J = M[:2, :2] / M[2, 2]
+    if not np.isfinite(J).all():  # a degenerate homography (w = 0 at the point): no usable model
+        return 0.0, float("inf"), False
     det = float(np.linalg.det(J))
     sv = np.linalg.svd(J, compute_uv=False)
     aniso = float(sv[0] / sv[1]) if sv[1] > 1e-12 else float("inf")
@@ -367,7 +384,8 @@ def _fit(model: str, pa: np.ndarray, pb: np.ndarray, thr: float, config: VerifyC
 _MIN_POINTS = {"similarity": 2, "affine": 3, "homography": 4}
 
 
-def _failed(model: str, matches: int) -> Verification:
+def unverified(model: str, matches: int = 0) -> Verification:
+    """The result of a pair that could not be fitted (too few matches, no model, no photo)."""
     empty = np.zeros((0, 2), np.float32)
     return Verification(model, matches, 0, 0.0, 0.0, 0.0, 0.0, 0.0, False, False, False, None, empty, empty)
 
@@ -381,14 +399,14 @@ def verify(a: LocalFeatures, b: LocalFeatures, config: VerifyConfig = VerifyConf
     if len(m) < max(_MIN_POINTS.get(config.model, 4), config.min_inliers):
         if config.model not in MODELS:
             raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(MODELS)}")
-        return _failed(config.model, len(m))
+        return unverified(config.model, len(m))
     pa = a.xy[m[:, 0]].astype(np.float32)
     pb = b.xy[m[:, 1]].astype(np.float32)
     # The threshold follows the photos' size (8 px at 1024 px is 16 px on a 2048 px photo).
     thr = config.threshold * max(max(a.image_size), max(b.image_size)) / config.reference_side
     M, inl = _fit(config.model, pa, pb, thr, config)
     if M is None or inl.sum() == 0:
-        return _failed(config.model, len(m))
+        return unverified(config.model, len(m))
     ia, ib = pa[inl], pb[inl]
     scale, aniso, refl = linear_part_stats(M, ia.mean(0))
     sane = (1.0 / config.max_scale <= scale <= config.max_scale and aniso <= config.max_anisotropy

@@ -119,6 +119,15 @@ def test_a_box_restricts_the_query_points():
     v = verify(fa, fa, region=box)
     assert v.verified and ((v.points_a >= [100, 100]) & (v.points_a <= [300, 260])).all()
     assert v.coverage_a > 0.5  # coverage is over the box, not over the whole photo
+    # Extracting from the region itself: points inside, in the photo's pixels, and more of them
+    # than the whole photo's extraction leaves in the box when the point budget is tight.
+    tight = LocalFeatureConfig(max_features=300)
+    region = extract(Image.fromarray(a), tight, box=box)
+    assert ((region.xy >= [100, 100]) & (region.xy <= [300, 260])).all()
+    assert len(region) > len(extract(Image.fromarray(a), tight).within(box))
+    v2 = verify(region, fa, region=box)
+    assert v2.verified and v2.scale == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_allclose(v2.points_a, v2.points_b, atol=2.0)  # same photo: identity
 
 
 def test_model_checks_reject_reflections_and_squashes():
