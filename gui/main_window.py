@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QByteArray, QLockFile, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QByteArray, QEvent, QLockFile, QPoint, QSettings, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                                QDockWidget, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QInputDialog, QLabel,
@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
         self.filter_edit.setPlaceholderText("Filter by path (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(self._on_filter_changed)
+        self.filter_edit.installEventFilter(self)  # Esc in it clears it (see eventFilter)
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
         self.threshold_slider.setToolTip("Hide results less similar than this (the slider spans the scores of "
@@ -1252,6 +1253,14 @@ class MainWindow(QMainWindow):
             self.filter_edit.clear()
         elif self._adapt_cancel is not None:
             self._adapt_cancel.set()
+
+    def eventFilter(self, obj, event) -> bool:
+        # Esc typed in the filter reaches the line edit first (the window's Esc shortcut
+        # does not fire while it has the focus, and not at all in an inactive window).
+        if obj is self.filter_edit and event.type() == QEvent.Type.KeyPress and event.key() == Qt.Key.Key_Escape:
+            self.filter_edit.clear()
+            return True
+        return super().eventFilter(obj, event)
 
     def change_thumb_size(self, step: int) -> None:
         i = min(range(len(THUMB_SIZES)), key=lambda k: abs(THUMB_SIZES[k] - self.model.thumb_size))

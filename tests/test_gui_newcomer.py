@@ -1,0 +1,272 @@
+"""What a newcomer met in the window (issue 18): grid cells, scroll position, Esc, partial
+indexes, window width, stale state after switching collections, the screenshot hook's
+settings, a missing collection, calibrated similarity and "no good match"."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+
+from conftest import make_photo, write_scene_folder  # noqa: E402
+from engine.api import Collection  # noqa: E402
+from engine.score_calibration import ScoreCalibration  # noqa: E402
+
+SMALL = {"image_side": 160}
+WAIT_MS = 180_000  # generous: the machine is shared; nothing here asserts on speed
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def lookalike_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOOKALIKE_HOME", str(home))
+    return home
+
+
+def write_mixed_folder(root: Path) -> Path:
+    """8 photos, portrait and landscape alternating; portrait0.jpg is the query."""
+    root.mkdir(parents=True)
+    for i in range(4):
+        make_photo(20 + i, (180, 320)).save(root / f"portrait{i}.jpg", quality=90)
+        make_photo(40 + i, (320, 180)).save(root / f"landscape{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed_catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    photos = write_mixed_folder(root / "photos")
+    col = Collection.open(root / "catalog")
+    col.add_folder(photos)
+    assert col.index(method="rmac", overrides=SMALL).indexed == 8
+    col.close()
+    return root / "catalog", photos
+
+
+@pytest.fixture(scope="module")
+def scene_catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    photos = write_scene_folder(root / "photos")
+    col = Collection.open(root / "catalog")
+    col.add_folder(photos)
+    assert col.index(method="rmac", overrides=SMALL).indexed == 12
+    col.close()
+    return root / "catalog", photos
+
+
+def make_window(qtbot, catalog, **kw):
+    from gui.main_window import MainWindow
+
+    w = MainWindow(catalog_dir=str(catalog) if catalog else None, confirm=False, index_overrides=SMALL, **kw)
+    qtbot.addWidget(w)
+    w.resize(1024, 700)
+    w.show()
+    return w
+
+
+def query_and_wait(qtbot, w, path):
+    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+        w.run_query(str(path))
+
+
+def test_mixed_portrait_and_landscape_results_keep_every_thumbnail_and_score_visible(qtbot, mixed_catalog):
+    from gui.grid_delegate import PAD
+
+    catalog, photos = mixed_catalog
+    w = make_window(qtbot, catalog)
+    w.resize(1400, 1000)
+    w.set_thumb_size(128)  # all 8 results in view
+    query_and_wait(qtbot, w, photos / "portrait0.jpg")
+    assert w.model.item(0).path.endswith("portrait0.jpg")  # the first result is portrait
+    view = w.results_view
+    qtbot.waitUntil(lambda: w.model.thumbnails_loaded(range(w.model.rowCount())), timeout=WAIT_MS)
+    view.scrollToTop()
+    img = view.viewport().grab().toImage()
+    bg = img.pixelColor(img.width() - 2, img.height() - 2)
+    fm_h = view.fontMetrics().height()
+    s = w.model.thumb_size
+    checked = {"portrait": 0, "landscape": 0}
+    for row in range(w.model.rowCount()):
+        idx = w.model.index(row)
+        rect = view.visualRect(idx)
+        if not view.viewport().rect().contains(rect):
+            continue  # scrolled out of view
+        pix = w.model.data(idx, Qt.ItemDataRole.DecorationRole)
+        pw, ph = pix.width(), pix.height()
+        assert max(pw, ph) == s  # the whole thumbnail, not a strip of it
+        # Drawn centred in the cell's square box: its four corners are photo, not background.
+        cx, cy = rect.left() + PAD + s // 2, rect.top() + PAD + s // 2
+        for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+            x, y = cx + dx * (pw // 2 - 3), cy + dy * (ph // 2 - 3)
+            assert img.pixelColor(x, y) != bg, f"row {row}: thumbnail corner ({x},{y}) not drawn"
+        # Below the box: the score line is drawn inside the cell.
+        band_top = rect.top() + PAD + s + 2
+        assert band_top + fm_h <= rect.bottom() + 1
+        inked = sum(img.pixelColor(x, y) != bg for x in range(rect.left(), rect.right())
+                    for y in range(band_top, band_top + fm_h))
+        assert inked > 20, f"row {row}: no score text under the thumbnail"
+        assert "%" in idx.data() or "." in idx.data().split("\n")[0]
+        checked["portrait" if ph > pw else "landscape"] += 1
+    assert checked == {"portrait": 4, "landscape": 4}
+
+
+def test_a_new_query_starts_at_the_top_of_the_results(qtbot, scene_catalog):
+    catalog, photos = scene_catalog
+    w = make_window(qtbot, catalog)
+    w.set_thumb_size(320)  # 12 big thumbnails do not fit: the grid scrolls
+    query_and_wait(qtbot, w, photos / "scene1.jpg")
+    bar = w.results_view.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=10_000)
+    bar.setValue(bar.maximum())
+    assert bar.value() > 0
+    query_and_wait(qtbot, w, photos / "scene4.jpg")
+    assert bar.value() == 0
+
+
+def test_esc_in_the_filter_clears_it_and_does_not_cancel_indexing(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat", index_batch_size=2)
+    w.add_folder(str(photo_folder), index=False)
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
+        assert w.start_index("rmac")
+        w.pause_index(True)
+        w.filter_edit.setFocus()
+        QTest.keyClicks(w.filter_edit, "scene")
+        assert w.filter_edit.text() == "scene"
+        QTest.keyClick(w.filter_edit, Qt.Key.Key_Escape)
+        assert w.filter_edit.text() == ""
+        w.escape()  # a second Esc, the filter empty: still nothing to do with indexing
+        assert w.is_indexing() and not w.index_worker.cancel_event.is_set()
+        w.pause_index(False)
+    report = blocker.args[0]
+    assert not report.cancelled and report.indexed == 12
+
+
+def test_a_query_during_indexing_says_it_searched_a_partial_index(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat", index_batch_size=2)
+    w.add_folder(str(photo_folder), index=False)
+    assert w.start_index("rmac")
+    worker = w.index_worker
+
+    held = []
+
+    def hold(p) -> None:  # in the worker thread: it then waits at this report, batches stored
+        if not held and p.phase == "indexing" and 2 <= p.done < p.total:
+            held.append(p.done)
+            worker.set_paused(True)
+
+    worker.progress.connect(hold, Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: worker.paused, timeout=WAIT_MS)
+    w.pause_button.setChecked(True)  # the window's pause state agrees with the worker's
+    query_and_wait(qtbot, w, photo_folder / "scene0.jpg")
+    searched = w.model.total()
+    assert 0 < searched < 12
+    assert w.note_label.isVisibleTo(w)
+    note = w.note_label.text()
+    assert "Indexing is running" in note and f"searched the {searched} photo" in note
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
+        w.pause_index(False)
+    # The finished index re-runs the query over every photo, and the note goes.
+    qtbot.waitUntil(lambda: w.model.total() == 12, timeout=WAIT_MS)
+    assert not w.note_label.isVisibleTo(w)
+
+
+def test_the_window_fits_a_1024_pixel_wide_screen(qtbot, scene_catalog):
+    catalog, photos = scene_catalog
+    w = make_window(qtbot, catalog)
+    query_and_wait(qtbot, w, photos / "scene2.jpg")
+    for i in range(w.tabs.count()):
+        w.tabs.setCurrentIndex(i)
+        assert w.minimumSizeHint().width() <= 1024, w.tabs.tabText(i)
+    w.resize(1024, 700)
+    assert w.width() <= 1024
+
+
+def test_switching_collections_clears_the_query_overlay_and_counts(qtbot, scene_catalog, tmp_path):
+    catalog, photos = scene_catalog
+    w = make_window(qtbot, catalog)
+    with qtbot.waitSignal(w.explain_finished, timeout=WAIT_MS):
+        query_and_wait(qtbot, w, photos / "scene3.jpg")
+    w.set_overlay("regions")
+    assert w.query_view._overlay.pixmap().isNull() is False and "for result scene" in w.legend.text.text()
+    assert w.count_label.text() == "12 results"
+    assert w.open_collection(str(tmp_path / "other"))
+    assert w.query is None and w.model.total() == 0
+    assert w.count_label.text() == "0 results"
+    assert w.query_caption.text() == "No query yet"
+    assert not w.query_view.has_photo() and w.query_view._overlay.pixmap().isNull()
+    assert w.legend.text.text() == "The overlay appears once a result is chosen."
+    assert w.why_panel.data is None and w.why_panel.query_parts.topLevelItemCount() == 0
+    assert not w.note_label.isVisibleTo(w)
+    # Forgetting the open collection opens another one rather than leaving a blank picker.
+    w.open_collection(str(catalog))
+    w._forget_collection()
+    assert w.collection is not None and str(w.collection.directory) == str(tmp_path / "other")
+    assert w.collection_combo.currentData() == str(tmp_path / "other")
+
+
+def test_a_missing_remembered_collection_is_not_recreated_empty(qtbot, tmp_path, lookalike_home):
+    from gui.main_window import open_settings
+
+    gone = tmp_path / "unplugged" / "catalog"
+    s = open_settings()
+    s.setValue("last_collection", str(gone))
+    s.setValue("collections", [str(gone)])
+    s.sync()
+    w = make_window(qtbot, None)
+    assert not gone.exists()
+    assert w.collection is None
+    assert w.banner.isVisible() and "cannot be found" in w.banner_text.text()
+
+
+def test_the_screenshot_hook_leaves_the_saved_settings_unchanged(tmp_path, scene_catalog):
+    catalog, photos = scene_catalog
+    home = tmp_path / "shot-home"
+    ini = home / "config" / "lookalike.ini"
+    ini.parent.mkdir(parents=True)
+    mine = tmp_path / "my-collection"
+    s = QSettings(str(ini), QSettings.Format.IniFormat)
+    s.setValue("last_collection", str(mine))
+    s.setValue("collections", [str(mine)])
+    s.setValue("thumb_size", 200)
+    s.sync()
+    before = ini.read_bytes()
+    other = tmp_path / "fresh-catalog-for-the-hook"
+    shot = tmp_path / "shot.png"
+    env = dict(os.environ, LOOKALIKE_HOME=str(home), QT_QPA_PLATFORM="offscreen")
+    for cat in (catalog, other):  # an existing catalog, and one the hook creates
+        done = subprocess.run([sys.executable, str(ROOT / "main.py"), "gui", "--catalog", str(cat), "--query",
+                               str(photos / "scene1.jpg"), "--screenshot", str(shot)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert shot.is_file(), done.stderr
+        shot.unlink()
+    assert ini.read_bytes() == before
+    assert not mine.exists()
+
+
+def test_results_show_calibrated_similarity_and_a_no_good_match_line(qtbot, scene_catalog):
+    catalog, photos = scene_catalog
+    w = make_window(qtbot, catalog)
+    query_and_wait(qtbot, w, photos / "scene1.jpg")
+    second = w.model.item(1)
+    # Every photo of this collection scores below this calibration's chance level.
+    cal = ScoreCalibration("rmac", typical=second.score - 0.2, chance=second.score + 0.01, copy=1.5,
+                           spread=0.05, photos=12)
+    w._set_calibration(cal)
+    assert w.model.data(w.model.index(1)).startswith(f"#2 · {cal.percent(second.score):.0f} %")
+    assert "No good match" in w.note_label.text() and w.note_label.isVisibleTo(w)
+    good = ScoreCalibration("rmac", typical=second.score - 0.4, chance=second.score - 0.2, copy=1.0,
+                            spread=0.05, photos=12)
+    w._set_calibration(good)
+    assert "No good match" not in w.note_label.text()
+    w.threshold_slider.setValue(50)  # the slider is in calibrated percent now
+    assert w.threshold_label.text() == "≥ 50 %"
+    assert all(it.score >= good.chance - 1e-9 for it in w.model.items())
