@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.api import Collection  # noqa: E402
+from engine.errors import LookalikeError  # noqa: E402
 from engine.duplicate_threshold import duplicate_threshold, off_centre_crop  # noqa: E402
 from engine.duplicates import (DuplicateFinder, SimilarityGraph, components_of, pairs_of,  # noqa: E402
                                tier_counts)
@@ -249,7 +250,11 @@ def main() -> int:
     col = Collection.open(work / "catalog")
     col.add_folder(work / "photos")
     t0 = time.time()
-    rep = col.index(method=args.method)
+    try:
+        rep = col.index(method=args.method)
+    except LookalikeError:  # the method's settings changed since this (temporary) catalog was made
+        col.catalog.drop_method(col.method(args.method).name)
+        rep = col.index(method=args.method)
     method = col.active_method
     print(f"indexed {rep.indexed} (unchanged {rep.unchanged}, failed {len(rep.failed)}) in {time.time() - t0:.1f}s")
 

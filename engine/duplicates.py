@@ -45,6 +45,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
 from .catalog import ImageRecord
+from .errors import ImageLoadError
 from .near_duplicate import NearDuplicateConfig, NearDuplicateVerifier, PairCheck
 
 # The similar tier's cosine threshold: chosen from the precision/recall sweep of the
@@ -70,6 +71,11 @@ KEEP_RULE_TITLES = {"resolution": "largest resolution", "file_size": "larger fil
                     "format": "preferred format", "folder": "preferred folder", "oldest": "oldest"}
 RAW_EXTENSIONS = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw")
 DEFAULT_FORMATS = RAW_EXTENSIONS + (".heic", ".heif")
+
+
+def size_text(n: int) -> str:
+    """A file size as people read it (MB, or KB below 0.1 MB)."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class KeepRules:
             if r == "resolution":
                 return f"largest resolution ({keep.width} × {keep.height})"
             if r == "file_size":
-                return f"larger file ({keep.size / 1e6:.1f} MB vs {other.size / 1e6:.1f} MB)"
+                return f"larger file ({size_text(keep.size)} vs {size_text(other.size)})"
             if r == "format":
                 return f"preferred format ({Path(keep.path).suffix.upper().lstrip('.')})"
             if r == "folder":
@@ -171,7 +177,9 @@ class DuplicateConfig:
     near-duplicate. ``k``: neighbours per photo in the kNN graph; ``verify_k``: of those, how
     many (the most similar) are verified. ``floor``: lowest similarity kept in the graph (the
     lowest threshold the GUI slider regroups at without recomputing). ``exact``: include the
-    exact tier. ``workers``: threads verifying pairs. ``near``: the verifier's thresholds;
+    exact tier. ``rotations``: also verify pairs whose pHash matches after a 90/180/270 degree
+    turn (within ``rotation_distance`` bits): rotated copies, which the descriptor does not see
+    as close. ``workers``: threads verifying pairs. ``near``: the verifier's thresholds;
     ``keep``: the keep-best rules.
     """
 
@@ -181,6 +189,8 @@ class DuplicateConfig:
     verify_k: int = DEFAULT_VERIFY_K
     floor: float = DEFAULT_FLOOR
     exact: bool = True
+    rotations: bool = True
+    rotation_distance: int = 12
     workers: int = 2
     near: NearDuplicateConfig = field(default_factory=_near_config)
     keep: KeepRules = field(default_factory=_keep_rules)
@@ -391,12 +401,15 @@ def pair_key(a: PhotoInfo, b: PhotoInfo) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class VerifyProgress:
-    """``done`` of ``total`` candidate pairs checked (``cached`` of them known from an earlier run)."""
+    """``done`` of ``total`` candidate pairs checked (``cached`` of them known from an earlier
+    run); ``phase`` "hashing" while the rotation hashes of new photos are computed (then
+    ``done``/``total`` count photos)."""
 
     done: int
     total: int
     cached: int
     elapsed_s: float
+    phase: str = "checking"
 
     @property
     def eta_s(self) -> float | None:
@@ -440,6 +453,7 @@ class DuplicateFinder:
         self.decisions: dict[tuple[str, str], str] = catalog.pair_decisions() if catalog is not None else {}
         self._stored = catalog.pair_checks(self._verifier_key) if catalog is not None else {}
         self.checks: dict[tuple[int, int], PairCheck] = {}
+        self.rotation_pairs: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self.verify_ran = False   # verify() was called (groups() then uses what it checked)
         self.complete = False     # ... and ran to the end (not cancelled)
@@ -474,14 +488,39 @@ class DuplicateFinder:
         return pa.hash == pb.hash and pa.size == pb.size
 
     # -- verification ---------------------------------------------------------------------
+    def find_rotation_pairs(self, progress: Callable[[int, int], None] | None = None,
+                            cancel: threading.Event | None = None) -> set[tuple[int, int]]:
+        """Pairs whose pHashes agree once one photo is turned by 90, 180 or 270 degrees (the
+        hashes are stored in the catalog by content hash: computed once per photo). Searched
+        with a faiss binary index, ``verify_k`` neighbours per photo and turn."""
+        if not self.config.rotations or len(self.infos) < 2:
+            return set()
+        hashes = rotation_hashes(self.infos, self.catalog, progress, cancel)
+        if hashes is None:
+            return set()
+        as_bytes = np.ascontiguousarray(hashes).view(np.uint8).reshape(len(hashes), 4, 8)
+        index = faiss.IndexBinaryFlat(64)
+        index.add(np.ascontiguousarray(as_bytes[:, 0]))
+        k = min(len(hashes), self.config.verify_k + 1)
+        out: set[tuple[int, int]] = set()
+        for turn in (1, 2, 3):
+            dist, nn = index.search(np.ascontiguousarray(as_bytes[:, turn]), k)
+            for a, (ds, ns) in enumerate(zip(dist, nn)):
+                for d, b in zip(ds, ns):
+                    if b >= 0 and b != a and d <= self.config.rotation_distance:
+                        out.add((min(a, int(b)), max(a, int(b))))
+        self.rotation_pairs = out
+        return out
+
     def candidate_pairs(self) -> list[tuple[int, int]]:
-        """Pairs to verify: close enough, among a photo's ``verify_k`` nearest, not the same
-        content (the exact tier), not decided by a person. Ordered so that the photos of
-        neighbouring pairs are near each other (reverse Cuthill-McKee), which keeps the memoised
-        features of a photo in memory while its pairs are checked."""
+        """Pairs to verify: close enough, among a photo's ``verify_k`` nearest (plus the
+        rotation pairs :meth:`find_rotation_pairs` found), not the same content (the exact
+        tier), not decided by a person. Ordered so that the photos of neighbouring pairs are
+        near each other (reverse Cuthill-McKee), which keeps the memoised features of a photo
+        in memory while its pairs are checked."""
         g, c = self.graph, self.config
         sel = np.flatnonzero((g.s >= c.candidate) & (g.r < c.verify_k))
-        pairs = [(int(g.i[e]), int(g.j[e])) for e in sel]
+        pairs = sorted({(int(g.i[e]), int(g.j[e])) for e in sel} | self.rotation_pairs)
         pairs = [(a, b) for a, b in pairs if not self._same_content(a, b) and self.decided(a, b) is None]
         if len(pairs) > 1:
             a = np.array([p[0] for p in pairs])
@@ -518,6 +557,10 @@ class DuplicateFinder:
         batches, so a cancelled or killed run resumes where it stopped)."""
         t0 = time.monotonic()
         self.verify_ran = True
+        if self.config.rotations and not self.rotation_pairs:
+            self.find_rotation_pairs(
+                None if progress is None else
+                lambda d, t: progress(VerifyProgress(d, t, 0, time.monotonic() - t0, "hashing")), cancel)
         pairs = self.candidate_pairs()
         rep = VerifyReport(candidates=len(pairs))
         todo = []
@@ -649,6 +692,55 @@ class DuplicateFinder:
         exact = sorted((x for x in removable if x.tier == "exact"), key=order)
         near = sorted((x for x in removable if x.tier == "near"), key=order)
         return exact + near + sorted(similar, key=order)
+
+
+PHASH_STATE = ("duplicates", "rotation-phash")  # (catalog state "method", kind)
+
+
+def rotation_hashes(infos: Sequence[PhotoInfo], catalog=None, progress: Callable[[int, int], None] | None = None,
+                    cancel: threading.Event | None = None, save_every: int = 2000) -> np.ndarray | None:
+    """(N, 4) uint64 pHashes of each photo turned 0/90/180/270 degrees; known ones come from
+    the catalog (by content hash), new ones are computed (one small decode each) and stored in
+    batches. An unreadable photo gets hashes that match nothing. None when cancelled."""
+    from .phash import phash_rotations
+
+    known: dict[str, np.ndarray] = {}
+    if catalog is not None:
+        got = catalog.load_state(*PHASH_STATE)
+        if got is not None:
+            known = dict(zip(got[0]["hash"].tolist(), got[0]["phash"]))
+    out = np.zeros((len(infos), 4), np.uint64)
+    todo = []
+    for k, p in enumerate(infos):
+        h = known.get(p.hash)
+        if h is None:
+            todo.append(k)
+        else:
+            out[k] = h
+    # A photo that cannot be read must match nothing: distinct random bits per photo.
+    rng = np.random.default_rng(len(infos))
+
+    def save() -> None:
+        if catalog is not None and todo:
+            keys = list(known)
+            catalog.save_state(*PHASH_STATE, {"hash": np.array(keys), "phash": np.array([known[h] for h in keys],
+                                                                                          np.uint64).reshape(-1, 4)})
+
+    for n, k in enumerate(todo, 1):
+        if cancel is not None and cancel.is_set():
+            save()
+            return None
+        try:
+            out[k] = np.array(phash_rotations(infos[k].path), np.uint64)
+            known[infos[k].hash] = out[k].copy()
+        except (ImageLoadError, OSError, ValueError):  # unreadable now: left out, tried again next time
+            out[k] = rng.integers(0, 2**63, 4, dtype=np.uint64)
+        if progress is not None and (n % 64 == 0 or n == len(todo)):
+            progress(n, len(todo))
+        if n % save_every == 0:
+            save()
+    save()
+    return out
 
 
 def tier_counts(groups: Iterable[DuplicateGroup]) -> dict[str, dict[str, int]]:

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
 from engine.duplicate_threshold import ThresholdChoice, duplicate_threshold
 from engine.duplicates import (DEFAULT_THRESHOLD, KEEP_RULE_TITLES, KEEP_RULES, TIER_TITLES, TIERS, DuplicateFinder,
                                DuplicateGroup, KeepRules, PhotoInfo, load_keep_rules, mark_resolved, move_to_folder,
-                               not_duplicates, save_keep_rules, suggested_moves, tier_counts)
+                               not_duplicates, save_keep_rules, size_text, suggested_moves, tier_counts)
 
 from .duplicates_compare import CompareView
 
@@ -50,10 +50,6 @@ class _Relay(QObject):
 
     done = Signal(object, object, object)  # key, (finder, choice) or None, error message or None
     progress = Signal(object, str, int, int)  # key, phase, done, total
-
-
-def _fmt_size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
 
 
 def reveal(path: str) -> None:
@@ -84,8 +80,8 @@ class PhotoCard(QFrame):
         self.badge = QLabel()
         self.badge.setWordWrap(True)
         self.set_keep(keep and removable, reason)
-        facts = QLabel(f"<b>{os.path.basename(info.path)}</b><br>"
-                       f"<span style='color:#555'>{info.folder}</span><br>{res} · {_fmt_size(info.size)}<br>"
+        self.facts = facts = QLabel(f"<b>{os.path.basename(info.path)}</b><br>"
+                       f"<span style='color:#555'>{info.folder}</span><br>{res} · {size_text(info.size)}<br>"
                        f"{'taken' if info.taken is not None else 'modified'} {when}")
         facts.setToolTip(info.path)
         facts.setWordWrap(True)
@@ -452,8 +448,9 @@ class DuplicatesView(QWidget):
             finder = DuplicateFinder.from_collection(
                 col, folder=folder, config=cfg,
                 progress=lambda d, t: self._relay.progress.emit(key, "Searching neighbours", d, t))
-            finder.verify(progress=lambda p: self._relay.progress.emit(key, "Checking candidate pairs", p.done,
-                                                                       p.total), cancel=cancel)
+            finder.verify(progress=lambda p: self._relay.progress.emit(
+                key, "Hashing photos (for rotated copies)" if p.phase == "hashing" else "Checking candidate pairs",
+                p.done, p.total), cancel=cancel)
             finder.groups(DEFAULT_THRESHOLD)  # checks against each group's keep happen here, off the UI thread
             return (finder, choice), None
         except Exception as exc:  # no descriptors yet, etc.: say it, do not crash the window

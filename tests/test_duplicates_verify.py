@@ -211,6 +211,7 @@ def test_verification_is_stored_and_a_stopped_run_resumes(tmp_path, photos):
     col, _folder = _collection(tmp_path, photos, ["original", "resized", "grey", "different", "burst"])
     first = CountingVerifier()
     finder = DuplicateFinder.from_collection(col, config=LOOSE, verifier=first)
+    finder.find_rotation_pairs()
     pairs = finder.candidate_pairs()
     assert 0 < len(pairs) <= LOOSE.verify_k * len(finder.infos)  # per-photo candidates, no all-pairs step
     stop = threading.Event()
@@ -218,7 +219,7 @@ def test_verification_is_stored_and_a_stopped_run_resumes(tmp_path, photos):
 
     def progress(p):
         seen.append(p)
-        if p.done > 0:
+        if p.phase == "checking" and p.done > 0:
             stop.set()  # stop after the first batch
 
     rep = finder.verify(progress=progress, cancel=stop, commit_every=2)
@@ -230,4 +231,26 @@ def test_verification_is_stored_and_a_stopped_run_resumes(tmp_path, photos):
     third = CountingVerifier()
     DuplicateFinder.from_collection(col, config=LOOSE, verifier=third).verify()
     assert third.calls == 0  # everything known
+    col.close()
+
+
+def test_rotated_copies_are_found_through_their_rotated_phash_and_the_hashes_are_stored(tmp_path, photos,
+                                                                                      monkeypatch):
+    import engine.phash as ph
+
+    col, _folder = _collection(tmp_path, photos, ["original", "rotated", "different"])
+    # Descriptor candidates off (a 90-degree turn is another CNN vector): only the pHash path.
+    cfg = DuplicateConfig(candidate=0.999, threshold=0.999, floor=0.5)
+    finder = DuplicateFinder.from_collection(col, config=cfg)
+    near = [g for g in finder.groups() if g.tier == "near"]
+    assert [sorted(Path(p).stem for p in g.paths) for g in near] == [["original", "rotated"]]
+    assert DuplicateFinder.from_collection(col, config=DuplicateConfig(
+        candidate=0.999, threshold=0.999, floor=0.5, rotations=False)).groups() == []
+    assert len(finder.rotation_pairs) >= 1
+    calls = []
+    real = ph.phash_rotations
+    monkeypatch.setattr(ph, "phash_rotations", lambda p: calls.append(p) or real(p))
+    again = DuplicateFinder.from_collection(col, config=cfg)
+    again.verify()
+    assert calls == [] and again.rotation_pairs == finder.rotation_pairs  # read from the catalog
     col.close()

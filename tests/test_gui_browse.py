@@ -1,9 +1,7 @@
-"""Browse and Duplicates tabs (pytest-qt, offscreen): tree counts, sorting, find similar from the
-grid, region query from a dragged box, back/forward, duplicate groups and safe moves."""
+"""Browse tab (pytest-qt, offscreen): tree counts, sorting, find similar from the grid, region
+query from a dragged box, back/forward. (Duplicates tab: tests/test_duplicates_gui.py.)"""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -202,101 +200,7 @@ def test_back_and_forward_walk_the_browse_history(qtbot, col, collection_dir):
     assert not v.can_go_forward()
 
 
-def _duplicates(qtbot, col):
-    from gui.duplicates_view import DuplicatesView
-
-    v = DuplicatesView(lambda: col, FakeThumbnails(), None)
-    qtbot.addWidget(v)
-    v.resize(1200, 800)
-    v.show()
-    qtbot.waitUntil(lambda: v.finder is not None, timeout=WAIT_MS)
-    return v
-
-
-def test_duplicates_view_groups_the_copies_and_regroups_with_the_slider(qtbot, col):
-    v = _duplicates(qtbot, col)
-    # Generated scenes are more alike than real photos: a stricter threshold than the default.
-    v.set_threshold(0.93)
-    assert len(v.groups) == 4
-    for g in v.groups:
-        names = {Path(p).name.split("_")[0].split(".")[0] for p in g.paths}
-        assert len(names) == 1 and len(g.members) == 4
-        assert g.keep.pixels == max(m.pixels for m in g.members)
-    # The suggested keeper is unchecked, the other three are checked.
-    assert len(v.checked_paths()) == 12
-    assert all(not w.cards[0].check.isChecked() for w in v.group_widgets)
-    v.slider.setValue(99)
-    qtbot.waitUntil(lambda: len(v.groups) == 4 and all(g.exact for g in v.groups), timeout=5000)
-    assert all(len(g.members) == 2 for g in v.groups)  # only the byte copies remain
-    assert "scene" in v.copy_list()
-
-
-def test_duplicates_view_offers_a_calibrated_threshold_and_keeps_a_users_own(qtbot, col, monkeypatch):
-    import gui.duplicates_view as dv
-    from engine.duplicate_threshold import ThresholdChoice
-
-    # A method whose similarities run low (e.g. whitened cluster-MAC): its measured default.
-    choice = ThresholdChoice(0.3, True, (0.1, 0.3, 0.5, 0.7))
-    monkeypatch.setattr(dv, "duplicate_threshold", lambda c: choice)
-    v = _duplicates(qtbot, col)
-    assert v.slider.minimum() == 1 and v.slider.value() == 30 and v.threshold_label.text() == "0.30"
-    assert "calibrated for rmac" in v.slider.toolTip()
-    assert v.finder.config.threshold == 0.3 and v.finder.config.floor == 0.01
-    v.slider.setValue(95)
-    v.find_duplicates(force=True)
-    qtbot.waitUntil(lambda: not v.busy() and v.finder is not None, timeout=WAIT_MS)
-    assert v.slider.value() == 95  # the user's own threshold survives a recomputation
-
-
-def test_big_collections_are_compared_in_a_worker_thread_and_scoped_to_a_folder(qtbot, col, collection_dir,
-                                                                               monkeypatch):
-    import gui.duplicates_view as dv
-
-    _cat, photos = collection_dir
-    monkeypatch.setattr(dv, "SYNC_LIMIT", 0)  # every collection counts as big
-    v = dv.DuplicatesView(lambda: col, FakeThumbnails(), None)
-    qtbot.addWidget(v)
-    v.slider.setValue(93)
-    v.show()
-    qtbot.waitUntil(lambda: v.finder is not None and not v.busy(), timeout=WAIT_MS)
-    assert len(v.groups) == 4
-    v.set_scope(str(photos / "copies"))  # only the copies: 4 groups of 3
-    qtbot.waitUntil(lambda: not v.busy() and v._finder_key is not None
-                    and v._finder_key[-1] == str(photos / "copies"), timeout=WAIT_MS)
-    assert len(v.groups) == 4 and all(len(g.members) == 3 for g in v.groups)
-    assert all(Path(p).parent.name == "copies" for g in v.groups for p in g.paths)
-
-
-def test_duplicates_view_moves_chosen_files_to_a_folder_and_deletes_nothing(qtbot, tmp_path, collection_dir):
-    # Work on a private copy of the collection: this test moves files.
-    _cat, photos = collection_dir
-    mine = tmp_path / "photos"
-    shutil.copytree(photos, mine)
-    c = Collection.open(tmp_path / "cat")
-    c.add_folder(mine)
-    c.index(method="rmac", overrides=SMALL)
-    before = {p.name: p.read_bytes() for p in mine.rglob("*.jpg")}
-    v = _duplicates(qtbot, c)
-    v.set_threshold(0.93)
-    chosen = v.checked_paths()
-    assert len(chosen) == 12
-    # Cancelling the trash confirmation (which lists the files) leaves everything in place.
-    asked = []
-    v.confirm = lambda title, text, paths: asked.append(paths) or False
-    assert v.move_checked_to_trash() == [] and asked == [chosen]
-    assert all(os.path.exists(p) for p in chosen)
-    dest = tmp_path / "moved"
-    dest.mkdir()
-    (dest / "scene0_q80.jpg").write_bytes(b"do not overwrite me")
-    moved = v.move_checked_to(str(dest))
-    assert len(moved) == 12 and all(not os.path.exists(p) for p in chosen)
-    after = {p.name: p.read_bytes() for p in list(mine.rglob("*.jpg")) + list(dest.iterdir())}
-    assert (dest / "scene0_q80.jpg").read_bytes() == b"do not overwrite me"
-    assert (dest / "scene0_q80 (1).jpg").read_bytes() == before["scene0_q80.jpg"]
-    # Every file's bytes are still somewhere: nothing deleted.
-    assert sorted(before.values()) == sorted(b for n, b in after.items() if n != "scene0_q80.jpg")
-    assert v.groups == [] and c.catalog.image_count() == 8
-    c.close()
+# The Duplicates tab's tests are in tests/test_duplicates_gui.py (they use the fixtures above).
 
 
 def test_find_similar_from_the_browse_tab_runs_the_query_in_the_main_window(qtbot, collection_dir):

@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     finder = DuplicateFinder.from_collection(col, args.method, args.folder, cfg)
 
     def progress(p) -> None:
-        if p.done == p.total or p.done % 512 < 64:
+        if p.phase == "hashing":
+            if p.done == p.total or p.done % 1024 < 64:
+                print(f"hashing photos (for rotated copies): {p.done}/{p.total}", file=sys.stderr)
+        elif p.done == p.total or p.done % 512 < 64:
             print(f"verifying candidate pairs: {p.done}/{p.total} ({p.cached} known), ETA {format_eta(p.eta_s)}",
                   file=sys.stderr)
 
