@@ -102,3 +102,31 @@ def test_imagenet_category_names_the_classifier_outputs():
 
     assert imagenet_category(497) == "church" and imagenet_category(0) == "tench"
     assert imagenet_category(5000) == "class 5000"
+
+
+def test_sympad_backbone_pads_symmetrically_and_keeps_the_map_sizes():
+    """The default '-sympad' Lite0 has the same weights and output sizes as the TF-'same' one;
+    only the stride-2 padding differs (so its maps differ, slightly), and it is the default."""
+    import torch
+
+    from engine.backbones import DEFAULT_BACKBONE
+    from engine.backbones.efficientnet_lite import SameConv2d
+
+    same, sym = get_backbone("efficientnet-lite0"), get_backbone("efficientnet-lite0-sympad")
+    assert DEFAULT_BACKBONE == "efficientnet-lite0-sympad" and sym.name == DEFAULT_BACKBONE
+    assert all(not m.symmetric for m in same.modules() if isinstance(m, SameConv2d))
+    assert all(m.symmetric for m in sym.modules() if isinstance(m, SameConv2d))
+    for (k1, v1), (k2, v2) in zip(same.state_dict().items(), sym.state_dict().items()):
+        assert k1 == k2 and torch.equal(v1, v2)
+    x = torch.rand(1, 3, 100, 130)
+    with torch.inference_mode():
+        a = same.forward_taps(same.normalize(x), ["head"])["head"]
+        b = sym.forward_taps(sym.normalize(x), ["head"])["head"]
+    assert a.shape == b.shape == (1, 1280, 4, 5)
+    assert not torch.allclose(a, b, atol=1e-3)
+    # stride-1 convolutions pad the same either way: an odd 3x3 kernel gets 1 on each side
+    conv = SameConv2d(2, 2, 3, bias=False)
+    y = torch.rand(1, 2, 9, 9)
+    tf_same = conv(y)
+    conv.symmetric = True
+    assert torch.allclose(tf_same, conv(y))

