@@ -240,7 +240,8 @@ class Collection:
         else:
             q = self.describe_query(query, idx.method.name, box, box_mode)
         exclude = {qpath} if (exclude_query and qpath) else set()
-        return self._with_details(idx.search(q, top=top, exclude=exclude, rerank=rerank))
+        return self._with_details(idx.search(q, top=top, exclude=exclude, rerank=rerank,
+                                             photo=qpath or query, box=box))
 
     def _with_details(self, results: list[SearchResult]) -> list[SearchResult]:
         """The results with their date and file size from the catalog (for sorting and the

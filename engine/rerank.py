@@ -65,16 +65,22 @@ def alpha_query_expansion(query: np.ndarray, database: np.ndarray, scores: np.nd
                           cache: dict | None = None, context: RerankContext | None = None,
                           params: AqeParams = AqeParams()):
     """αQE: expand the query with its top-k neighbours weighted by ``sim^α``, re-score all."""
-    q = np.asarray(query, np.float32)
     top = np.asarray(order[: params.k], np.int64)
     if len(top) == 0:
         return scores, order
-    sims = np.clip(database[top] @ q, 0.0, None)
-    new_q = q + (sims[:, None] ** params.alpha * database[top]).sum(0)
-    new_q /= np.linalg.norm(new_q) + 1e-6
-    s = database @ new_q
+    s = database @ expanded_query(query, database[top], params.alpha)
     idx = np.argsort(-s, kind="stable")
     return s[idx], idx
+
+
+def expanded_query(query: np.ndarray, neighbours: np.ndarray, alpha: float) -> np.ndarray:
+    """αQE's new query ``l2(q + sum_i max(q·x_i, 0)^α x_i)`` over the rows ``neighbours``."""
+    q = np.asarray(query, np.float32)
+    if len(neighbours) == 0:
+        return q
+    sims = np.clip(neighbours @ q, 0.0, None)
+    new_q = q + (sims[:, None] ** alpha * neighbours).sum(0)
+    return new_q / (np.linalg.norm(new_q) + 1e-6)
 
 
 @dataclass(frozen=True)
@@ -154,4 +160,20 @@ def diffusion(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order
     return f[idx].astype(np.float32), idx
 
 
-RERANKERS: dict[str, Reranker] = {"none": no_rerank, "aqe": alpha_query_expansion, "diffusion": diffusion}
+def spatial_verification(query, database, scores, order, cache=None, context=None):
+    """``sv``: see :mod:`engine.spatial_verification` (imported on use: OpenCV loads only then)."""
+    from .spatial_verification import spatial_rerank
+
+    return spatial_rerank(query, database, scores, order, cache=cache, context=context)
+
+
+def verified_query_expansion(query, database, scores, order, cache=None, context=None):
+    """``sv+aqe``: αQE over the spatially verified top results only, then ``sv``'s bonus
+    (see :func:`engine.spatial_verification.verified_expansion`)."""
+    from .spatial_verification import verified_expansion
+
+    return verified_expansion(query, database, scores, order, cache=cache, context=context)
+
+
+RERANKERS: dict[str, Reranker] = {"none": no_rerank, "aqe": alpha_query_expansion, "diffusion": diffusion,
+                                  "sv": spatial_verification, "sv+aqe": verified_query_expansion}

@@ -6,6 +6,7 @@ similarity is not an inner product re-score a faiss shortlist exactly (``Method.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import faiss
@@ -15,7 +16,7 @@ from .ann import AnnConfig, build_vector_index
 from .catalog import CatalogStore
 from .errors import LookalikeError
 from .methods import Method
-from .rerank import RERANKERS
+from .rerank import RERANKERS, RerankContext
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class SearchIndex:
         self._row_of_path = {p: i for i, p in enumerate(self.paths)}
         # Rerankers' derived structures (diffusion graph) for this generation; the photos' ids
         # and the previous generation's kNN lists let diffusion update instead of rebuild.
-        self.rerank_cache: dict = {"ids": self.ids}
+        # Spatial verification keeps the photos' local features next to the catalog.
+        self.rerank_cache: dict = {"ids": self.ids, "local_features_dir": catalog.dir / "local_features"}
         if carried:
             self.rerank_cache["previous"] = carried
 
@@ -81,8 +83,10 @@ class SearchIndex:
         return self._row_of_path.get(path)
 
     def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None,
-               rerank: str = "none") -> list[SearchResult]:
-        """Best ``top`` results for a raw query descriptor, best first."""
+               rerank: str = "none", photo=None, box=None) -> list[SearchResult]:
+        """Best ``top`` results for a raw query descriptor, best first. ``photo`` (the query's
+        path or PIL image) and ``box`` (its region, if any) are for rerankers that look at the
+        photos (``sv``)."""
         if rerank not in RERANKERS:
             raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
         exclude = exclude or set()
@@ -98,7 +102,11 @@ class SearchIndex:
             order = np.argsort(-exact, kind="stable")
             scores, idx = exact[order], idx[order]
         if rerank != "none":
-            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache)
+            is_path = isinstance(photo, (str, os.PathLike))
+            context = RerankContext(self.paths, os.fspath(photo) if is_path else None,
+                                    None if is_path else photo, box)
+            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache,
+                                            context=context)
         out = []
         for s, i in zip(scores, idx):
             p = self.paths[i]
