@@ -175,5 +175,12 @@ def verified_query_expansion(query, database, scores, order, cache=None, context
     return verified_expansion(query, database, scores, order, cache=cache, context=context)
 
 
+def diffusion_then_verification(query, database, scores, order, cache=None, context=None):
+    """``diffusion+sv``: diffusion's ranking, then ``sv`` on its top results."""
+    s, o = diffusion(query, database, scores, order, cache=cache, context=context)
+    return spatial_verification(query, database, s, o, cache=cache, context=context)
+
+
 RERANKERS: dict[str, Reranker] = {"none": no_rerank, "aqe": alpha_query_expansion, "diffusion": diffusion,
-                                  "sv": spatial_verification, "sv+aqe": verified_query_expansion}
+                                  "sv": spatial_verification, "sv+aqe": verified_query_expansion,
+                                  "diffusion+sv": diffusion_then_verification}

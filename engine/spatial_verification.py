@@ -8,8 +8,8 @@ global score (our design, chosen so that verification cannot wreck a good rankin
   checks (scale within 1/8..8, anisotropy <= 3, no reflection), 0 otherwise. ``floor`` is what
   unrelated photos reach: 6 on paris_dev and 10 on oxford_dev (the 99.9th percentile of
   non-matching pairs in the top 100, see docs/METHODS.md), so ``floor`` = 10;
-* the new score is ``global + weight * evidence``: photos that verify move up by at most
-  ``weight`` (a cosine difference), photos that do not keep their global score and order.
+* the new score is ``global / top global + weight * evidence``: photos that verify move up by
+  at most ``weight`` (a fraction of the top score), the others keep their order.
   A hard "verified first" rule (the naive check) lets one false verification of a repeated
   façade jump over every true but unverified match; a bounded bonus does not.
 
@@ -101,9 +101,12 @@ def verify_rows(context, rows, params: SpatialParams, cache: dict | None = None,
 
 def add_bonus(scores: np.ndarray, order: np.ndarray, verified: dict[int, Verification],
               params: SpatialParams) -> tuple[np.ndarray, np.ndarray]:
-    """``scores`` (best first, of ``order``) plus ``weight * evidence`` of the verified rows;
-    re-sorted, ties in the given order."""
+    """``scores`` (best first, of ``order``) over the top score, plus ``weight * evidence`` of
+    the verified rows; re-sorted, ties in the given order. Dividing by the top score makes
+    the bonus mean the same on cosines and on diffusion's scores (``diffusion+sv``)."""
     s = np.asarray(scores, np.float64).copy()
+    if len(s) and s[0] > 0:
+        s /= s[0]
     order = np.asarray(order, np.int64)
     for pos, r in enumerate(order):
         v = verified.get(int(r))
@@ -115,7 +118,8 @@ def add_bonus(scores: np.ndarray, order: np.ndarray, verified: dict[int, Verific
 
 def spatial_rerank(query: np.ndarray, database: np.ndarray, scores: np.ndarray, order: np.ndarray,
                    cache: dict | None = None, context=None, params: SpatialParams = SpatialParams()):
-    """Reranker ``sv``: verify the top ``top_k`` of ``order`` and add their bonus."""
+    """Reranker ``sv``: verify the top ``top_k`` of ``order`` and add their bonus (``order``
+    may come from another reranker: ``diffusion+sv``)."""
     verified = verify_rows(context, np.asarray(order)[: params.top_k], params, cache)
     return add_bonus(scores, order, verified, params)
 

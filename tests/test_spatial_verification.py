@@ -60,8 +60,8 @@ def test_the_warped_copy_moves_to_the_top_the_repeated_tile_does_not(photos, tmp
     cache = {"local_features_dir": tmp_path / "lf"}
     new_s, new_order = spatial_rerank(q, db, s, order, cache=cache, context=ctx)
     assert new_order.tolist() == [2, 0, 1, 3]  # only the copy moved
-    assert new_s[0] == pytest.approx(0.70 + SpatialParams().weight, abs=1e-5)
-    np.testing.assert_allclose(new_s[1:], [0.80, 0.78, 0.60], atol=1e-5)  # the others keep their scores
+    assert new_s[0] == pytest.approx(0.70 / 0.80 + SpatialParams().weight, abs=1e-5)
+    np.testing.assert_allclose(new_s[1:], np.array([0.80, 0.78, 0.60]) / 0.80, atol=1e-5)  # others: as they were
     assert any((tmp_path / "lf").rglob("*.npz"))  # database features cached on disk
 
 
@@ -70,7 +70,7 @@ def test_the_bonus_is_bounded_and_only_the_top_k_is_verified(photos, tmp_path):
     s, order = _ranked(q, db)
     ctx = RerankContext(_db(photos), photos["query"])
     cache = {"local_features_dir": tmp_path / "lf"}
-    # The copy (0.60 + 0.2) cannot pass results more than 0.2 above it.
+    # The copy (0.60 / 0.95 + 0.2 = 0.83) cannot pass results more than 0.2 of the top score above it.
     _s, o = spatial_rerank(q, db, s, order, cache=cache, context=ctx)
     assert o.tolist() == [0, 1, 2, 3]
     # Outside the verified top 2 nothing changes even with a large weight.
@@ -141,4 +141,18 @@ def test_verified_expansion_uses_verified_neighbours_only(photos, tmp_path):
 
 
 def test_registry_names():
-    assert {"sv", "sv+aqe"} <= set(RERANKERS)
+    assert {"sv", "sv+aqe", "diffusion+sv"} <= set(RERANKERS)
+
+
+def test_diffusion_then_sv_verifies_diffusion_s_ranking(photos, tmp_path):
+    from engine.rerank import diffusion
+
+    q, db = _vectors([0.80, 0.78, 0.76, 0.60])
+    s, order = _ranked(q, db)
+    ctx = RerankContext(_db(photos), photos["query"])
+    cache = {"local_features_dir": tmp_path}
+    f, diffused = diffusion(q, db, s, order, cache=cache)
+    assert diffused[0] != 2
+    _s, both = RERANKERS["diffusion+sv"](q, db, s, order, cache=cache, context=ctx)
+    rest = [int(i) for i in diffused if i != 2]
+    assert both.tolist() == [2] + rest  # the copy first, the others in diffusion's order
