@@ -28,7 +28,7 @@ def _collect() -> dict[str, MethodSpec]:
 
 
 METHODS: dict[str, MethodSpec] = _collect()
-DEFAULT_METHOD = "rmac"
+DEFAULT_METHOD = "rmac-ms"
 
 
 def create_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
