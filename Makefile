@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
+# The check names the system library Qt's xcb plugin lacks (Qt's own message blames
+# xcb-cursor0 whatever is missing) and the apt-get line that installs it.
 run: $(STAMP)
+	$(PY) -m gui.qt_check
 	$(PY) main.py gui
 
 test: $(STAMP)

@@ -12,8 +12,10 @@ its own scores:
 * ``spread``: their robust standard deviation (1.4826 x median absolute deviation);
 * ``chance = typical + CHANCE_Z * spread``: the best score an unrelated query still reaches
   by chance among the collection's photos;
-* ``copy``: the collection's duplicate threshold for the method
-  (:mod:`engine.duplicate_threshold`: what lightly edited copies of its own photos score).
+* ``copy``: what lightly edited copies of the collection's own photos score with the method,
+  in the median (:mod:`engine.duplicate_threshold` measures them; its threshold when it has
+  no measurements). Not the duplicate threshold itself: with R-MAC on Oxford, other views of
+  the same college score above its 0.87, and they read as "a copy" at 100 %.
 
 The similarity is piecewise linear in the score and clipped:
 
@@ -45,6 +47,7 @@ import numpy as np
 from .duplicate_threshold import duplicate_threshold
 
 STATE_KIND = "score-calibration"
+STATE_VERSION = 2  # stored fits of an older definition are fitted again
 CHANCE_Z = 2.75
 SAMPLE_PHOTOS = 400  # random pairs among this many photos (79,800 pairs)
 RESCORE_QUERIES = 60  # methods that re-score exactly: this many sample queries against the sample
@@ -101,9 +104,12 @@ def fit_from_scores(method: str, pair_scores, copy_score: float, photos: int) ->
     if spread <= 0:  # identical photos only: any spread at all counts
         spread = float(np.std(p)) or 1e-3
     chance = typical + CHANCE_Z * spread
-    # A method whose copies score below its chance level (none we ship) still gets an
-    # increasing scale: 100 % one spread above chance.
-    copy = max(float(copy_score), chance + spread)
+    copy = float(copy_score)
+    if chance >= copy:
+        # Random pairs that score like copies (a dozen near-identical generated photos, or a
+        # method whose copies score low): the spread says nothing, 50 % goes halfway.
+        chance = (typical + copy) / 2 if copy > typical else typical + spread
+        copy = max(copy, chance + spread)
     return ScoreCalibration(method, typical, chance, copy, spread, int(photos))
 
 
@@ -133,6 +139,8 @@ def stored_calibration(collection, method: str | None = None) -> ScoreCalibratio
     if got is None or got[1] != collection.catalog.generation(name):
         return None
     a = got[0]
+    if int(a.get("version", 1)) != STATE_VERSION:
+        return None
     return ScoreCalibration(name, float(a["typical"]), float(a["chance"]), float(a["copy"]),
                             float(a["spread"]), int(a["photos"]))
 
@@ -147,8 +155,10 @@ def score_calibration(collection, method: str | None = None) -> ScoreCalibration
     n = len(collection.search_index(name).ids)
     if n < MIN_PHOTOS:
         return None
-    cal = fit_from_scores(name, random_pair_scores(collection, name), duplicate_threshold(collection, name).threshold, n)
-    collection.catalog.save_state(name, STATE_KIND, {
+    choice = duplicate_threshold(collection, name)
+    copy = float(np.median(choice.edit_similarities)) if choice.edit_similarities else choice.threshold
+    cal = fit_from_scores(name, random_pair_scores(collection, name), copy, n)
+    collection.catalog.save_state(name, STATE_KIND, {"version": np.int64(STATE_VERSION),
         "typical": np.float64(cal.typical), "chance": np.float64(cal.chance), "copy": np.float64(cal.copy),
         "spread": np.float64(cal.spread), "photos": np.int64(cal.photos)})
     return cal

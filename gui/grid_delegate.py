@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 PAD = 6  # pixels around the thumbnail box inside a cell
 
@@ -37,15 +37,13 @@ class ThumbnailGridDelegate(QStyledItemDelegate):
         return grid_cell_size(self.thumb, option.fontMetrics.height(), self.lines)
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        opt = QStyleOptionViewItem(option)
-        self.initStyleOption(opt, index)
-        widget = opt.widget
-        style = widget.style() if widget is not None else QApplication.style()
-        # Background and selection highlight only: the text and icon are drawn below.
-        opt.text = ""
-        opt.icon = type(opt.icon)()
-        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
         rect = option.rect
+        if option.state & QStyle.StateFlag.State_Selected:  # the whole cell, not just its text line
+            painter.fillRect(rect, option.palette.highlight())
+        elif option.state & QStyle.StateFlag.State_MouseOver:
+            hover = option.palette.highlight().color()
+            hover.setAlpha(40)
+            painter.fillRect(rect, hover)
         box = QRect(rect.left() + PAD, rect.top() + PAD, self.thumb, self.thumb)
         pix = index.data(Qt.ItemDataRole.DecorationRole)
         if isinstance(pix, QPixmap) and not pix.isNull():

@@ -463,6 +463,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geo)
         else:
             self.resize(1280, 820)
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is not None:  # a laptop's 1366 x 768: the bottom rows were off screen
+            avail = screen.availableGeometry()
+            self.resize(min(self.width(), avail.width() - 16), min(self.height(), avail.height() - 48))
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
@@ -550,7 +554,7 @@ class MainWindow(QMainWindow):
             self.show_message(f"Resuming the interrupted indexing of this collection with {resume}.", info=True)
             QTimer.singleShot(0, lambda m=str(resume): self.start_index(m))
         elif not col.folders():
-            self.show_message("This collection has no photo folders yet: choose Add folder… "
+            self.show_message("This collection has no photo folders yet: choose Add… under Folders "
                               "(or drop a folder on the window) and its photos are indexed.", info=True)
         return True
 
@@ -679,8 +683,11 @@ class MainWindow(QMainWindow):
         self.info_images.setText(str(st["images"]))
         active = st["active_method"]
         done = counts.get(active, 0)
-        self.info_method.setText(f"{active} ({done} of {st['images']})" if done < st["images"]
-                                 else f"{active} (all {plural(done, 'photo')})")
+        if not st["images"]:
+            self.info_method.setText(f"{active} (nothing indexed yet)")
+        else:
+            self.info_method.setText(f"{active} ({done} of {st['images']})" if done < st["images"]
+                                     else f"{active} (all {plural(done, 'photo')})")
         self.info_last.setText(time.strftime("%Y-%m-%d %H:%M", time.localtime(st["last_indexed"]))
                                if st["last_indexed"] else "never")
         self.failed_files = [(f["path"], f["reason"]) for f in st["failed"]]
@@ -785,17 +792,23 @@ class MainWindow(QMainWindow):
         name = col.active_method if col is not None else None
         caps = self.capabilities(name)
         kind = self.parts_kind.get(name or "")
-        static = caps is not None and bool({"regions", "clusters"} & caps)
+        # What the explanation has: stated by the registry ("supports"), else learned from the
+        # method's first explanation (Explanation.kind); until then every overlay is offered.
+        stated = (self.method_combo.entries.get(name or "", {}).get("supports") is not None
+                  or bool({"regions", "clusters", "layers"} & (caps or set())))
+        if stated:
+            parts = {"regions" if {"regions", "layers"} & caps else "", "clusters" if "clusters" in caps else ""}
+        elif kind is not None:
+            parts = {"regions" if kind in ("regions", "layers") else "", "clusters" if kind == "clusters" else ""}
+        else:
+            parts = {"regions", "clusters"}
 
         def overlay_ok(k: str) -> bool:
             if k == "none" or caps is None:
                 return True
             if k == "cam":
                 return "cam" in caps
-            if static:
-                return k in caps
-            # Learned from the method's first explanation; offered until then.
-            return kind is None or (k == "clusters") == (kind == "clusters")
+            return k in parts
 
         model = self.overlay_combo.model()
         for i in range(self.overlay_combo.count()):
@@ -804,8 +817,7 @@ class MainWindow(QMainWindow):
             model.item(i).setEnabled(ok)
             model.item(i).setToolTip("" if ok else f"{name} has no {k} to show")
         if not overlay_ok(self.overlay_kind()):
-            self.set_overlay("clusters" if overlay_ok("clusters") and kind == "clusters" else "regions"
-                             if overlay_ok("regions") else "none")
+            self.set_overlay(next(k for k in ("regions", "clusters", "none") if overlay_ok(k)))
         trainable = caps is None or "train" in caps
         self.adapt_action.setEnabled(col is not None and trainable)
         self.adapt_action.setToolTip("Train this method's head on your own photos" if trainable else
@@ -919,6 +931,7 @@ class MainWindow(QMainWindow):
             self.progress_label.setText(f"{state}{p.done} of {plural(p.total, 'photo')} · {rate:.1f} photos/s · "
                                         f"ETA {format_duration(eta)}{failed}")
             self.info_images.setText(f"{p.done} of {p.total} indexed so far")
+            self.info_method.setText(f"{self.index_worker.method} (indexing…)")
             self.index_total = p.total
             if rate > 0 and self.index_worker.method:
                 self.settings.setValue(f"speed/{self.index_worker.method}", round(rate, 2))
@@ -1040,7 +1053,6 @@ class MainWindow(QMainWindow):
                                  "and wait until indexing has finished." if not self.is_indexing() else
                                  "No photo is indexed yet: indexing has just started, try again in a moment.")
             return
-        n = max(1, min(col.catalog.image_count(), MAX_RESULTS))
 
         def work():
             if isinstance(query, Image.Image):
@@ -1053,6 +1065,8 @@ class MainWindow(QMainWindow):
                 img = crop_box(img, box)
             display = pil_to_qimage(img if max(img.size) <= DISPLAY_SIDE else img.resize(
                 (max(1, img.width * DISPLAY_SIDE // max(img.size)), max(1, img.height * DISPLAY_SIDE // max(img.size)))))
+            # Every indexed photo (photos indexed while this query runs included), up to the cap.
+            n = max(1, min(len(col.search_index(method)), MAX_RESULTS))
             results = col.search(query, method, top=n, box=box, box_mode=box_mode)
             items = [ResultItem(r.path, r.score, i + 1, r.date, r.size) for i, r in enumerate(results)]
             return display, items, len(col.search_index(method)), method
@@ -1467,6 +1481,9 @@ class MainWindow(QMainWindow):
                            similarity=f"{cal.percent(shown):.0f} %" if cal is not None else None,
                            keypoints=keypoints)
 
+        if self.why is None:  # nothing shown yet: say that something is coming
+            self.legend.set_overlay(_legend_text(f"Working out why {os.path.basename(result_path)} matched…"))
+        self.why_panel.header.setText(f"Working out why {os.path.basename(result_path)} matched…")
         self.tasks.start("explain", work, self._on_explained, self._on_explain_error)
 
     def _on_explained(self, data: WhyData) -> None:

@@ -55,7 +55,9 @@ class MethodPicker(QComboBox):
         names = sorted(self.entries)
         if not any("recommended" in e for e in self.entries.values()):
             return names
-        rec = [n for n in names if self.entries[n].get("recommended")]
+        # None recommended yet (the registry's measurements not written): the default method.
+        rec = ([n for n in names if self.entries[n].get("recommended")]
+               or [n for n in names if self.entries[n].get("default")] or names)
         # The default method first, the rest by name.
         return sorted(rec, key=lambda n: (not self.entries[n].get("default"), n))
 

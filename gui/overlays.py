@@ -196,8 +196,10 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
         # Show the clustering that holds the most contributing cluster.
         name, labels, offset = next(((n, lab, o) for n, lab, o in reversed(maps) if o <= best), maps[0])
         k = int(labels.max()) + 1
+        # Numbered: the areas of this clustering that speak for the match (one working against
+        # it, "-3 %", read as a contradiction on the picture).
         local = [(i - offset, shares[i], rank) for rank, (i, _l, _c) in enumerate(side.top_parts(len(parts.labels)))
-                 if offset <= i < offset + k][:top_k]
+                 if offset <= i < offset + k and shares[i] > 0][:top_k]
         overlay = Overlay(render_labels(labels, size, [j for j, _c, _r in local]))
         h, w = labels.shape
         for n_shown, (j, share, rank) in enumerate(local):

@@ -236,9 +236,13 @@ class WhyPanel(QWidget):
             top = np.sort(shares)[::-1][:3]
             what = {"clusters": "areas", "layers": "network layers"}.get(side.parts.kind, "regions")
             k = int((top > 0).sum())
-            if k:
-                text += (f" The {k} {what} of the query outlined first carry {top[:k].sum():.0f} % of what "
-                         f"speaks for the match ({n} {what}; an even spread would give them {100 * k / n:.0f} %).")
+            carried, even = float(top[:k].sum()), 100 * k / n
+            if k and carried < 1.5 * even:
+                text += (f" The match is spread over the whole photo: no part stands out (the {k} {what} "
+                         f"that count most carry {carried:.0f} % of it, about their even share of {even:.0f} %).")
+            elif k:
+                text += (f" Most of it comes from a few parts: the {k} {what} outlined first carry {carried:.0f} % "
+                         f"of what speaks for the match ({n} {what}; an even spread would give them {even:.0f} %).")
         kp = data.keypoints
         if kp is not None and kp.verified:
             text += (f" {len(kp.query_xy)} local details of the two photos match and agree on one geometry: "
