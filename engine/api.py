@@ -227,11 +227,16 @@ class Collection:
 
     def search(self, query: str | os.PathLike | Image.Image, method: str | None = None, top: int = 20,
                exclude_query: bool = False, box=None, box_mode: str = "image",
-               rerank: str = "none") -> list[SearchResult]:
+               rerank: str | None = None) -> list[SearchResult]:
         """Most similar indexed photos to ``query``, best first.
 
         A query that is itself indexed uses its stored descriptor (unless a box is given).
+        ``rerank``: a name of :data:`engine.rerank.RERANKERS` (None: ``DEFAULT_RERANK``, what a
+        new collection uses).
         """
+        from .rerank import DEFAULT_RERANK
+
+        rerank = DEFAULT_RERANK if rerank is None else rerank
         idx = self.search_index(method)
         qpath = None if isinstance(query, Image.Image) else os.path.abspath(os.fspath(query))
         row = idx.row_of(qpath) if qpath else None

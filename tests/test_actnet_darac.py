@@ -110,7 +110,8 @@ def test_trained_state_loads_only_for_matching_method_and_backbone():
     src = create_method("actnet-sinh")
     with torch.no_grad():
         src.head.acts[0].alpha.fill_(2.5)
-    arrays = {**src.head_arrays(), "meta": encode_meta({"method": "actnet-sinh", "backbone": "efficientnet-lite0"})}
+    backbone = src.config.backbone  # the default backbone the head was trained on
+    arrays = {**src.head_arrays(), "meta": encode_meta({"method": "actnet-sinh", "backbone": backbone})}
     ok = create_method("actnet-sinh")
     ok.set_stored_state(TRAINED_KIND, arrays)
     assert float(ok.head.acts[0].alpha.detach()) == pytest.approx(2.5) and ok.trained_meta["method"] == "actnet-sinh"
@@ -121,7 +122,11 @@ def test_trained_state_loads_only_for_matching_method_and_backbone():
     wrong_method = create_method("actnet-exp")
     wrong_method.set_stored_state(TRAINED_KIND, arrays)
     assert float(wrong_method.head.acts[0].alpha.detach()) == pytest.approx(1.5)
-    assert decode_meta(arrays)["backbone"] == "efficientnet-lite0"
+    assert decode_meta(arrays)["backbone"] == backbone
+    # the same network with the other padding is another backbone: its heads are not loaded
+    other_padding = create_method("actnet-sinh", {"backbone": "efficientnet-lite0"})
+    other_padding.set_stored_state(TRAINED_KIND, arrays)
+    assert other_padding.trained_meta is None
 
 
 def test_describe_on_real_backbone_gives_two_streams():

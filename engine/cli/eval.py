@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LookalikeError
-from ..rerank import RERANKERS
+from ..rerank import DEFAULT_RERANK, RERANKERS
 from . import Command, add_device_argument, print_json
 
 DEFAULT_DATASETS_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "both give the same pixels.")
     add_device_argument(p)
     p.add_argument("--rerank", choices=sorted(RERANKERS), action="append", default=None,
-                   help="query-time re-ranking (repeatable; default: none)")
+                   help=f"query-time re-ranking (repeatable; default: {DEFAULT_RERANK}, what a new collection uses)")
     p.add_argument("--json", action="store_true", help="print JSON (with per-query results)")
     p.add_argument("--report", metavar="DIR", default=None,
                    help="write a Markdown report with precision-recall plots and worst-query strips")
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         has_boxes = any(q.bbox is not None for q in ds.queries)
         crops = list(dict.fromkeys(args.query_crop or ["image", "none"])) if has_boxes else ["image"]
         for name in methods:
-            for crop, rerank in ((c, r) for c in crops for r in dict.fromkeys(args.rerank or ["none"])):
+            for crop, rerank in ((c, r) for c in crops for r in dict.fromkeys(args.rerank or [DEFAULT_RERANK])):
                 if not args.json:
                     print(f"evaluating {name} on {ds.name} ({len(ds.images)} images, {len(ds.queries)} queries"
                           + (f", query crop {crop}" if has_boxes else "") + ")...", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..rerank import RERANKERS
+from ..rerank import DEFAULT_RERANK, RERANKERS
 from . import Command, add_catalog_argument, add_device_argument, print_json
 
 
@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="query only this region of the image (pixels)")
     p.add_argument("--box-mode", choices=["image", "activations"], default="image",
                    help="crop the image (crop I) or the feature maps (crop X) to the box")
-    p.add_argument("--rerank", default="none", choices=sorted(RERANKERS), help="query-time re-ranking")
+    p.add_argument("--rerank", default=DEFAULT_RERANK, choices=sorted(RERANKERS),
+                   help=f"query-time re-ranking (default: {DEFAULT_RERANK}, what the app uses)")
     p.add_argument("--json", action="store_true")
 
 
