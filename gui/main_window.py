@@ -573,8 +573,8 @@ class MainWindow(QMainWindow):
         if lock.tryLock(0):
             self._lock = lock
             return
-        ok, pid, _host, _app = lock.getLockInfo()
-        who = f" (process {pid})" if ok else ""
+        info = lock.getLockInfo()  # PySide6: (pid, hostname, appname); empty when unreadable
+        who = f" (process {info[0]})" if info and info[0] else ""
         self.show_message(f"This collection is already open in another Lookalike window{who}. Changes made "
                           "in both at once may index photos twice; close one of them.", info=True)
 
@@ -1049,9 +1049,11 @@ class MainWindow(QMainWindow):
         self.hide_message()
         method = col.active_method
         if not col.catalog.has_descriptor(method):
-            self._on_query_error("No photo of this collection is indexed yet: add a photo folder (Add folder…) "
-                                 "and wait until indexing has finished." if not self.is_indexing() else
-                                 "No photo is indexed yet: indexing has just started, try again in a moment.")
+            self._on_query_error("")
+            self.query_view.set_placeholder("Nothing is indexed in this collection yet.")
+            self.show_message("No photo of this collection is indexed yet: add a photo folder (Add… under "
+                              "Folders) and search once it is indexed." if not self.is_indexing() else
+                              "No photo is indexed yet: indexing has just started, try again in a moment.")
             return
 
         def work():

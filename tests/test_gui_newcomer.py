@@ -270,3 +270,38 @@ def test_results_show_calibrated_similarity_and_a_no_good_match_line(qtbot, scen
     w.threshold_slider.setValue(50)  # the slider is in calibrated percent now
     assert w.threshold_label.text() == "≥ 50 %"
     assert all(it.score >= good.chance - 1e-9 for it in w.model.items())
+
+
+def test_a_query_on_an_empty_collection_gets_advice_for_the_window_not_the_cli(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "empty")
+    query_and_wait(qtbot, w, photo_folder / "scene0.jpg")
+    text = w.banner_text.text()
+    assert w.banner.isVisible() and "Add… under Folders" in text and "lookalike index" not in text
+
+
+def test_a_second_window_on_the_same_collection_is_warned(qtbot, scene_catalog):
+    catalog, _photos = scene_catalog
+    first = make_window(qtbot, catalog)
+    second = make_window(qtbot, catalog)
+    assert "already open in another Lookalike window" in second.banner_text.text() and second.banner.isVisible()
+    assert "already open" not in first.banner_text.text()
+    second.close()
+    first.close()
+    third = make_window(qtbot, catalog)  # the lock went with the windows
+    assert "already open" not in third.banner_text.text()
+
+
+def test_browse_says_where_the_photos_are_when_a_folder_only_has_sub_folders(qtbot, tmp_path, photo_folder):
+    w = make_window(qtbot, tmp_path / "cat")
+    nested = tmp_path / "top"
+    nested.mkdir()
+    (photo_folder).rename(nested / "photos")
+    with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
+        w.add_folder(str(nested))
+    v = w.browse_view
+    w.tabs.setCurrentWidget(v)
+    v.show_folder(str(nested))
+    assert v.model.rowCount() == 0
+    assert "12 photos in sub-folders" in v.count_label.text() and "Sub-folders" in v.count_label.text()
+    v.subfolders.setChecked(True)
+    assert v.model.rowCount() == 12 and v.count_label.text() == "12 photos"
