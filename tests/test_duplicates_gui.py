@@ -183,3 +183,22 @@ def test_compare_view_zooms_both_photos_together_and_flickers(qtbot, col):
     assert left.pixmap is not first and "[B]" in cmp_.left_label.text()
     QTest.keyClick(cmp_, Qt.Key.Key_Escape)
     assert v.stack.currentWidget() is v.review and not cmp_.timer.isActive()
+
+
+def test_keep_rules_are_adjustable_shown_on_the_card_and_stored(qtbot, tmp_path, collection_dir):
+    from engine.duplicates import KEEP_RULES, KeepRules, load_keep_rules
+    from gui.duplicates_view import KeepRulesDialog
+
+    c, mine = _private_collection(tmp_path, collection_dir)
+    v = _duplicates(qtbot, c)
+    rules = KeepRules(order=("folder",) + tuple(r for r in KEEP_RULES if r != "folder"), folders=(str(mine / "copies"),))
+    v.set_keep_rules(rules)
+    for w in v.group_widgets:
+        # In copies/ now: the byte copy (the q80 and 75 % copies there are smaller files).
+        assert Path(w.group.keep.path).name.endswith("_same.jpg") and not w.cards[0].check.isChecked()
+        assert "larger file" in w.cards[0].badge.text()
+    assert load_keep_rules(c.catalog) == rules
+    dlg = KeepRulesDialog(rules)
+    qtbot.addWidget(dlg)
+    assert dlg.rules() == rules  # what the dialog shows is what it gives back
+    c.close()
