@@ -69,3 +69,13 @@ def test_eval_without_method_or_rerank_evaluates_what_a_new_collection_uses(tmp_
     with pytest.raises(_Stop):
         eval_cli.run(p.parse_args([str(tmp_path / "ds"), "--layout", "folders"]))
     assert seen == [(DEFAULT_METHOD, DEFAULT_RERANK)]
+
+
+def test_methods_listing_shows_measured_numbers_or_says_none_were_measured():
+    from engine.cli.methods import measured_summary
+
+    entry = {"measured": {"images_per_s": 2.5, "images_per_s_on": "paris_dev (cpu)",
+                          "oxford_dev:image+sv+aqe": 0.6471, "paris_dev:none": 0.982}}
+    line = measured_summary(entry)
+    assert "oxford_dev:image+sv+aqe 0.647" in line and "paris_dev:none 0.982" in line and "2.5 img/s" in line
+    assert "not measured" in measured_summary({"measured": None})

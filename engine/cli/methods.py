@@ -19,8 +19,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         width = max(len(m["name"]) for m in methods)
         for m in methods:
-            print(f"{m['name']:<{width}}  [{m['cost']}]  {m['description']}")
+            mark = " (default)" if m.get("default") else ""
+            print(f"{m['name']:<{width}}  [{m['cost']}]{mark}  {m['description']}")
+            print(f"{'':<{width}}  measured: {measured_summary(m)}")
     return 0
+
+
+def measured_summary(entry: dict) -> str:
+    """The measured numbers of a ``list_methods`` entry in one line (strict mAP per dataset,
+    query crop and re-ranking; images/s), or says that it was not measured."""
+    measured = entry.get("measured") or {}
+    maps = [f"{k} {v:.3f}" for k, v in sorted(measured.items()) if isinstance(v, float) and not k.startswith("images")]
+    speed = measured.get("images_per_s")
+    parts = maps + ([f"{speed:g} img/s indexed ({measured.get('images_per_s_on', '?')})"] if speed else [])
+    return ", ".join(parts) if parts else "not measured yet (make results)"
 
 
 COMMAND = Command("methods", "list the descriptor methods", add_arguments, run)
