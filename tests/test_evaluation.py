@@ -309,3 +309,28 @@ def test_shared_feature_maps_compute_each_image_once_and_hand_out_copies():
     assert again[0]["head"][0, 0, 0] == 532 and again[1]["head"][0, 0, 0] == 522
     shared.feature_maps([a], 256, ["head"])  # another input side is another map
     assert fake.seen == 3 and shared.backbone == "fake"
+
+
+def test_strict_ground_truth_the_query_photo_is_junk_and_never_counts():
+    """Strict sets list the query's own photo in junk: ranking it first earns nothing, and
+    AP is computed over the *other* photos of the landmark only."""
+    strict = score_query(["q", "far1", "near"], "q", ["near"], junk=["q"])
+    assert strict.n_positives == 1 and strict.top == ["far1", "near"]
+    assert strict.ap == pytest.approx(0.25)  # near is 2nd once q is removed: (0 + 1/2) / 2
+    # the old, non-strict lists counted the query as a positive, which inflated AP
+    lenient = score_query(["q", "far1", "near"], "q", ["q", "near"])
+    assert lenient.ap > 0.7 > strict.ap
+
+
+def test_eval_honours_a_strict_landmark_set_without_any_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    root = _boxed_set(tmp_path)
+    gt = json.loads((root / "ground_truth.json").read_text())
+    gt["queries"][0]["positives"] = ["near.jpg"]
+    gt["queries"][0]["junk"] = ["q.jpg", "far2.jpg"]
+    (root / "ground_truth.json").write_text(json.dumps(gt))
+    assert main(["eval", str(root), "--method", "mac", "--device", "cpu", "--json", "--rerank", "none",
+                 "--cache", str(tmp_path / "c")]) == 0
+    for r in json.loads(capsys.readouterr().out)["results"]:
+        (q,) = r["per_query"]
+        assert q["positives"] == 1 and "q.jpg" not in q["top"] and q["top"][0] in ("near.jpg", "far1.jpg")
