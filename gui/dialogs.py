@@ -15,7 +15,7 @@ It is indexed in the background; the progress bar at the bottom shows how far it
 (Pause / Cancel next to it).</li>
 <li><b>Drop a photo</b> on the window, paste one (Ctrl+V) or open one (Ctrl+O).
 The most similar photos of the collection appear on the right, best first.</li>
-<li>Under each thumbnail: its rank and how similar it is. <b>100 %</b> is a near-identical copy,
+<li>Under each thumbnail: its rank and how similar it is. <b>100 %</b> is what a lightly edited copy scores,
 <b>50 %</b> is as alike as unrelated photos get by chance, <b>0 %</b> is as alike as two random
 photos of this collection. When even the best result stays below 50 %, a line says there is
 no good match.</li>

@@ -301,6 +301,7 @@ class MainWindow(QMainWindow):
         dl = QVBoxLayout(dock_w)
         self.collection_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.collection_combo.setMinimumContentsLength(10)
+        self.collection_combo.setPlaceholderText("Choose a collection")
         dl.addWidget(self.collection_combo)
         crow = QHBoxLayout()
         crow.addWidget(new_col)
@@ -587,20 +588,23 @@ class MainWindow(QMainWindow):
         text = (f"The collection {directory} cannot be found (is its drive unplugged?). Its photos "
                 "and index are kept there; plug the drive in and choose it again, or choose another "
                 "collection.")
-        if not self.confirm:
-            self.show_message(text)
-            return False
+        self.show_message(text)
+        if self.confirm:  # asked once the window is up (at start-up it is not shown yet)
+            QTimer.singleShot(0, lambda: self._ask_missing(directory, text))
+        return False
+
+    def _ask_missing(self, directory: str, text: str) -> None:
+        if self.collection is not None:
+            return
         box = QMessageBox(QMessageBox.Icon.Warning, "Collection not found", text, parent=self)
         retry = box.addButton("Look again", QMessageBox.ButtonRole.AcceptRole)
         create = box.addButton("Start it empty there", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton("Choose another", QMessageBox.ButtonRole.RejectRole)
         box.exec()
         if box.clickedButton() is retry:
-            return self.open_collection(directory, create=False)
-        if box.clickedButton() is create:
-            return self.open_collection(directory)
-        self.show_message(text)
-        return False
+            self.open_collection(directory, create=False)
+        elif box.clickedButton() is create:
+            self.open_collection(directory)
 
     def _reset_search_state(self) -> None:
         """Forget the previous collection's query, results, explanation and overlay."""
@@ -628,14 +632,16 @@ class MainWindow(QMainWindow):
         for d in self.known_collections():
             self.collection_combo.addItem(Path(d).name or d, d)
             self.collection_combo.setItemData(self.collection_combo.count() - 1, d, Qt.ItemDataRole.ToolTipRole)
-        if self.collection is not None:
-            self.collection_combo.setCurrentIndex(self.collection_combo.findData(str(self.collection.directory)))
+        # No collection open (a missing one, or all forgotten): no item looks chosen.
+        self.collection_combo.setCurrentIndex(-1 if self.collection is None else
+                                              self.collection_combo.findData(str(self.collection.directory)))
         self.collection_combo.blockSignals(False)
+        self.index_button.setEnabled(self.collection is not None and not self.is_indexing())
 
     def _on_collection_chosen(self, index: int) -> None:
         d = self.collection_combo.itemData(index)
         if d and (self.collection is None or d != str(self.collection.directory)):
-            self.open_collection(d)
+            self.open_collection(d, create=False)  # a listed collection that went missing is not recreated
 
     def _new_collection(self) -> None:
         name, ok = QInputDialog.getText(self, "New collection", "Name of the new collection:")

@@ -225,6 +225,9 @@ def test_a_missing_remembered_collection_is_not_recreated_empty(qtbot, tmp_path,
     assert not gone.exists()
     assert w.collection is None
     assert w.banner.isVisible() and "cannot be found" in w.banner_text.text()
+    assert w.collection_combo.currentIndex() == -1  # nothing looks open
+    w._on_collection_chosen(w.collection_combo.findData(str(gone)))  # picked again from the list
+    assert not gone.exists() and w.collection is None
 
 
 def test_the_screenshot_hook_leaves_the_saved_settings_unchanged(tmp_path, scene_catalog):
