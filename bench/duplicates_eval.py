@@ -26,8 +26,8 @@ cost: graph, features, pairs, and a 10k-photo graph on synthetic vectors. Writes
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -328,6 +328,7 @@ def main() -> int:
         finder.verifier.check(paths[a], paths[b])
     t_pair = (time.perf_counter() - t0) / max(1, len(some))
     with_cand = len({x for p in cand for x in p})
+    load = os.getloadavg()[0]  # the costs depend on what else the machine runs
     scale = [] if args.no_scale else scale_measurement(col.search_index(method).vectors.shape[1])
 
     # Failures: which true pairs were missed, which negatives got close.
@@ -361,7 +362,7 @@ def main() -> int:
                    "seconds": vrep.seconds, "failed_steps": vrep.failed_steps},
         "checks_by_truth": fails, "near_misses": near_misses, "false_ok": false_ok, "missed": missed,
         "timing": {"graph_s": t_graph, "group_s": t_group, "phash_s": t_phash, "feature_s_per_photo": t_feat,
-                   "pair_s": t_pair, "photos_with_candidates": with_cand},
+                   "pair_s": t_pair, "photos_with_candidates": with_cand, "load_average": load},
         "scale": scale,
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_kind",)}, indent=1, default=str))
@@ -406,7 +407,8 @@ def write_report(out: Path, r: dict) -> None:
         "",
         f"Similar tier (browse only, never pre-selected): {r['tiers']['similar']['groups']} groups holding "
         f"{r['tiers']['similar']['photos']} photos, {r['negatives_in_similar']} of them hard negatives. "
-        f"Exact: {r['tiers']['exact']['groups']} groups; near: {r['tiers']['near']['groups']} groups.",
+        f"Exact: {r['tiers']['exact']['groups']} groups; near: {r['tiers']['near']['groups']} groups (a byte "
+        f"copy of a photo that also has edited copies is in that photo's near-duplicate group).",
         "",
         "Copy grouped with its original, per kind of copy:",
         "",
@@ -425,6 +427,9 @@ def write_report(out: Path, r: dict) -> None:
         f"{r['checks_by_truth'].get('false', {})}.",
         "",
         "## Cost and scale (2 CPU cores)",
+        "",
+        f"Measured while the machine's 2 cores were shared with other jobs (load average "
+        f"{t.get('load_average', float('nan')):.1f}): on an idle laptop expect several times less.",
         "",
         f"kNN graph of this set {t['graph_s']:.2f} s; verification {r['verify']['seconds']:.1f} s for "
         f"{r['verify']['checked']} pairs; grouping {t['group_s']:.2f} s; pHash of all photos {t['phash_s']:.1f} s. "
@@ -446,7 +451,8 @@ def write_report(out: Path, r: dict) -> None:
                       f"sub-linear). Verification grows linearly: at most `verify_k` pairs per photo "
                       f"({pairs_per_photo:.1f} measured here) and one feature extraction per photo with a candidate."]
     lines += ["", f"Estimated verification for 10k photos like these: {est10k_s / 60:.0f} min "
-                  f"(features + pairs, from the measured per-photo and per-pair costs; 100k: ~10x that, resumable)."]
+                  f"(features + pairs, from the measured per-photo and per-pair costs; 100k: ~10x that, resumable "
+                  f"at any point; photos without a close neighbour cost nothing but their rotation hash)."]
     if r["missed"]:
         lines += ["", "True pairs that failed the check (kind, photos, step, pixel agreement, inliers):", ""]
         lines += [f"- {m}" for m in r["missed"]]

@@ -74,8 +74,8 @@ DEFAULT_FORMATS = RAW_EXTENSIONS + (".heic", ".heif")
 
 
 def size_text(n: int) -> str:
-    """A file size as people read it (MB, or KB below 0.1 MB)."""
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} KB"
+    """A file size as people read it (MB, or KB below 1 MB)."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,12 @@ class KeepRules:
             raise ValueError(f"unknown keep rule(s) {', '.join(unknown)}; choose from {', '.join(KEEP_RULES)}")
 
     def rank(self, rule: str, p: "PhotoInfo"):
-        """Smaller is better."""
+        """Smaller is better. File sizes are compared within one format only (a PNG made
+        from a JPEG is larger, not better): see :meth:`key`."""
         if rule == "resolution":
             return -p.pixels
         if rule == "file_size":
-            return -p.size
+            return (_format_family(p.path), -p.size)
         if rule == "format":
             ext = Path(p.path).suffix.lower()
             fm = [f.lower() for f in self.formats]
@@ -110,16 +111,28 @@ class KeepRules:
             return len(self.folders)
         return p.date  # oldest
 
-    def key(self, p: "PhotoInfo") -> tuple:
-        return tuple(self.rank(r, p) for r in self.order) + (p.path,)
-
     def sort(self, members: Iterable["PhotoInfo"]) -> list["PhotoInfo"]:
-        return sorted(members, key=self.key)
+        members = list(members)
+        # "Larger file" only tells photos of one format apart: across formats it is a tie.
+        mixed = len({_format_family(m.path) for m in members}) > 1
+        return sorted(members, key=lambda m: self.key(m, mixed))
 
-    def reason(self, keep: "PhotoInfo", other: "PhotoInfo") -> str:
-        """Why ``keep`` is suggested over ``other`` (the runner-up): the deciding rule."""
+    def key(self, p: "PhotoInfo", mixed_formats: bool = False) -> tuple:
+        out = []
+        for r in self.order:
+            v = self.rank(r, p)
+            if r == "file_size":
+                v = 0 if mixed_formats else v[1]
+            out.append(v)
+        return tuple(out) + (p.path,)
+
+    def reason(self, keep: "PhotoInfo", other: "PhotoInfo", mixed_formats: bool = False) -> str:
+        """Why ``keep`` is suggested over ``other`` (the runner-up): the deciding rule, as
+        :meth:`sort` applied it (``mixed_formats``: the group holds several formats)."""
         for r in self.order:
             a, b = self.rank(r, keep), self.rank(r, other)
+            if r == "file_size" and (mixed_formats or a[0] != b[0]):
+                continue  # across formats file sizes say nothing
             if a == b:
                 continue
             if r == "resolution":
@@ -158,6 +171,11 @@ def load_keep_rules(catalog) -> KeepRules:
 
 def save_keep_rules(catalog, rules: KeepRules) -> None:
     catalog.set_meta(KEEP_RULES_META, json.dumps(rules.to_json()))
+
+
+def _format_family(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    return {".jpeg": ".jpg", ".jpe": ".jpg", ".jfif": ".jpg", ".tiff": ".tif", ".heif": ".heic"}.get(ext, ext)
 
 
 def _near_config() -> NearDuplicateConfig:
@@ -251,7 +269,8 @@ class DuplicateGroup:
         # Against the best member that is not an identical file (identical files tie on every rule).
         differ = [m for m in self.members[1:] if (m.hash, m.size) != (keep.hash, keep.size)]
         if differ:
-            self.reason = self.rules.reason(keep, differ[0])
+            mixed = len({_format_family(m.path) for m in self.members}) > 1
+            self.reason = self.rules.reason(keep, differ[0], mixed)
         else:
             self.reason = "identical files: the first by path" if len(self.members) > 1 else ""
 
@@ -281,11 +300,6 @@ class DuplicateGroup:
                 "keep_reason": self.reason if self.removable else None,
                 "members": [{"path": m.path, "folder": m.folder, "width": m.width, "height": m.height,
                              "size": m.size, "date": m.date} for m in self.members]}
-
-
-def keep_key(p: PhotoInfo) -> tuple:
-    """Sort key of the default keep suggestion (:class:`KeepRules` in its default order)."""
-    return KeepRules().key(p)
 
 
 def sort_keep_first(members: Iterable[PhotoInfo], rules: KeepRules | None = None) -> list[PhotoInfo]:
@@ -547,6 +561,10 @@ class DuplicateFinder:
             res = PairCheck.from_json(json.loads(stored[1]))
         else:
             res = self.verifier.check(self.infos[key[0]].path, self.infos[key[1]].path)
+            if self.catalog is not None and res.failed != "unreadable":
+                row = (self.infos[a].hash, self.infos[b].hash, res.ok, json.dumps(res.to_json()))
+                self.catalog.save_pair_checks(self._verifier_key, [row])
+                self._stored[self._stored_key(a, b)] = (res.ok, row[3])
         with self._lock:
             self.checks[key] = res
         return res
@@ -655,7 +673,8 @@ class DuplicateFinder:
         removable: list[DuplicateGroup] = []
         in_group = np.full(g.n, -1, np.int64)
         for comp in components_of(g.n, np.array(ii, np.int64), np.array(jj, np.int64)):
-            pending = sorted(comp, key=lambda k: rules.key(self.infos[k]))
+            order = {id(p): k for k, p in zip(comp, [self.infos[k] for k in comp])}
+            pending = [order[id(p)] for p in rules.sort([self.infos[k] for k in comp])]
             while len(pending) >= 2:
                 keep, rest = pending[0], pending[1:]
                 members = [keep] + [m for m in rest if self._confirmed(keep, m)]
@@ -760,9 +779,11 @@ def not_duplicates(catalog, members: Sequence[PhotoInfo]) -> int:
     return catalog.set_pair_decisions(pairs, DISTINCT)
 
 
-def mark_resolved(catalog, keep: PhotoInfo, others: Sequence[PhotoInfo]) -> int:
-    """Remember that a person reviewed ``keep`` against ``others`` (moved them, or kept all)."""
-    return catalog.set_pair_decisions([pair_key(keep, o) for o in others], RESOLVED)
+def mark_resolved(catalog, members: Sequence[PhotoInfo]) -> int:
+    """Remember that a person reviewed these photos as one group (moved some, or kept all):
+    no two of them are proposed together again."""
+    pairs = [pair_key(a, b) for k, a in enumerate(members) for b in members[k + 1:]]
+    return catalog.set_pair_decisions(pairs, RESOLVED)
 
 
 def suggested_moves(groups: Iterable[DuplicateGroup]) -> list[tuple[DuplicateGroup, list[str]]]:

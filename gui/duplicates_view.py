@@ -152,11 +152,11 @@ class GroupWidget(QFrame):
         self.resolved_btn = QPushButton("Keep all (R)")
         self.resolved_btn.setToolTip("Reviewed: keep every photo of this group; it is not proposed again")
         self.resolved_btn.clicked.connect(lambda: self.resolved.emit(self))
-        head = QHBoxLayout()
-        head.addWidget(self.header, 1)
+        head = QHBoxLayout()  # buttons first: a wide group scrolls, they stay in view
         if group.removable:
             head.addWidget(self.resolved_btn)
             head.addWidget(self.not_dup_btn)
+        head.addWidget(self.header, 1)
         row = QHBoxLayout()
         self.cards = [PhotoCard(m, k == 0, group.removable, group.reason, thumbnails)
                       for k, m in enumerate(group.members)]
@@ -642,7 +642,7 @@ class DuplicatesView(QWidget):
         """Remember that the group was reviewed and every photo is kept; drop the group."""
         col = self.collection_getter()
         if col is not None:
-            mark_resolved(col.catalog, w.group.keep, w.group.members[1:])
+            mark_resolved(col.catalog, w.group.members)
         self._drop_group(w, "Remembered: all kept.")
 
     def _drop_group(self, w: GroupWidget, message: str) -> None:
@@ -839,10 +839,8 @@ class DuplicatesView(QWidget):
         if col is None:
             return
         for g in self.groups:
-            gone = [m for m in g.members if m.path in moved]
-            kept = [m for m in g.members if m.path not in moved]
-            for k in kept:
-                mark_resolved(col.catalog, k, gone)
+            if any(m.path in moved for m in g.members):
+                mark_resolved(col.catalog, g.members)
 
     def _forget(self, paths: list[str]) -> None:
         """Drop moved photos from the catalog and from the groups on screen."""

@@ -139,6 +139,10 @@ def test_keep_best_order_resolution_then_file_then_format_then_folder_then_oldes
     assert order[0] is huge and "largest resolution (800 × 600)" in rules.reason(huge, order[1])
     heic = _info(4, 400, 300, size=100, path="/p/4.heic")
     assert rules.sort([big, heic])[0] is heic and "preferred format (HEIC)" in rules.reason(heic, big)
+    # Across formats a larger file is not a better one (a PNG made from a JPEG): the next rule decides.
+    png_copy = _info(7, 400, 300, size=900, path="/p/7.png", mtime=2000.0)
+    group = rules.sort([png_copy, big])
+    assert group[0] is big and rules.reason(big, png_copy, mixed_formats=True).startswith("oldest")
     in_best = _info(5, 400, 300, size=100, path="/best/5.jpg")
     assert rules.sort([big, in_best])[0] is in_best and "preferred folder" in rules.reason(in_best, big)
     old = _info(6, 400, 300, size=100, taken=5.0)
@@ -187,7 +191,7 @@ def test_tiers_decisions_and_keep_rules_persist_across_a_reopen(tmp_path, photos
     assert len(near) == 1 and {Path(p).stem for p in near[0].paths} == {"original", "resized"}
     assert all("cropped" not in p for g in finder.groups() if g.removable for p in g.paths)
     # Resolved (kept all) is remembered too.
-    mark_resolved(col.catalog, near[0].keep, near[0].members[1:])
+    mark_resolved(col.catalog, near[0].members)
     col.close()
     col = Collection.open(tmp_path / "cat")
     removable = [{Path(p).stem for p in g.paths} for g in DuplicateFinder.from_collection(col, config=LOOSE).groups()
