@@ -46,7 +46,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def cmac(ex, photos):
-    m = create_method("cluster-mac", {"pca_dims": 3})
+    m = create_method("cluster-mac", {"pca_dims": 3, "whiten": True})  # the whitening path
     m.set_prepared(m.prepare(photos, ex))
     return m
 
@@ -63,6 +63,7 @@ def test_registered_with_activation_crop_and_a_prepare_sample():
     assert spec.cls is ClusterMacMethod
     assert ClusterMacMethod.supports_activation_crop and ClusterMacMethod.prepare_sample_size > 0
     assert tuple(spec.config.feature_clusters) == (5, 20) and spec.config.rgb_clusters == 5
+    assert spec.config.whiten is False  # whitening learned on 100 sample photos overfits them
 
 
 def test_prepare_learns_local_pca_weights_and_cluster_whitening(cmac):
@@ -141,7 +142,10 @@ def test_collection_index_and_search_with_cluster_mac_and_rerankers(tmp_path, ph
     from engine.api import Collection
 
     col = Collection.open(tmp_path / "cat", device="cpu")
-    col.index(method="cluster-mac", folders=[str(photo_folder)], overrides={"image_side": 160, "tap": "stage7"})
+    # Whitened (the prepared-state path): on 12 generated photos unwhitened cluster vectors are
+    # all alike, and αQE's 10 neighbours are most of the collection.
+    col.index(method="cluster-mac", folders=[str(photo_folder)],
+              overrides={"image_side": 160, "tap": "stage7", "whiten": True})
     assert col.catalog.load_state("cluster-mac", "prepare") is not None
     q = photo_folder / "scene2.jpg"
     for rerank in ("none", "aqe", "diffusion"):
