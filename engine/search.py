@@ -28,6 +28,10 @@ class SearchResult:
     image_id: int
     date: float = 0.0  # EXIF date taken, else file modification time (POSIX s); set by Collection.search
     size: int = 0  # file size in bytes; set by Collection.search
+    # The method's own similarity of the pair, before any re-ranking (``score`` is the
+    # re-ranker's: relative to the top result, plus verification bonuses). What the GUI's
+    # calibrated % and near-duplicate threshold read; None from code that does not set it.
+    base_score: float | None = None
 
 
 class SearchIndex:
@@ -101,6 +105,7 @@ class SearchIndex:
         if exact is not None:
             order = np.argsort(-exact, kind="stable")
             scores, idx = exact[order], idx[order]
+        base = dict(zip(idx.tolist(), scores.tolist()))  # first-stage scores, before re-ranking
         if rerank != "none":
             is_path = isinstance(photo, (str, os.PathLike))
             context = RerankContext(self.paths, os.fspath(photo) if is_path else None,
@@ -112,10 +117,15 @@ class SearchIndex:
             p = self.paths[i]
             if p in exclude:
                 continue
-            out.append(SearchResult(p, float(s), int(self.ids[i])))
+            out.append((p, float(s), int(i)))
             if len(out) >= top:
                 break
-        return out
+        missing = np.array([i for _p, _s, i in out if i not in base], np.int64)
+        if len(missing):  # brought in by the re-ranker (query expansion): score them as the method does
+            exact = self.method.rescore(query_raw, self.raw[missing], self.fit_state)
+            extra = exact if exact is not None else self.vectors[missing] @ qv[0]
+            base.update(zip(missing.tolist(), np.asarray(extra, np.float64).tolist()))
+        return [SearchResult(p, s, int(self.ids[i]), base_score=float(base[i])) for p, s, i in out]
 
     def _rescores(self) -> bool:
         return type(self.method).rescore is not Method.rescore

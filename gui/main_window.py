@@ -1076,7 +1076,10 @@ class MainWindow(QMainWindow):
             # Every indexed photo (photos indexed while this query runs included), up to the cap.
             n = max(1, min(len(col.search_index(method)), MAX_RESULTS))
             results = col.search(query, method, top=n, box=box, box_mode=box_mode)
-            items = [ResultItem(r.path, r.score, i + 1, r.date, r.size) for i, r in enumerate(results)]
+            # Ranked by the collection's re-ranking; similarity, threshold and near-duplicates
+            # read the method's own score (the re-ranker's is relative to the top result).
+            items = [ResultItem(r.path, r.score if r.base_score is None else r.base_score, i + 1, r.date, r.size)
+                     for i, r in enumerate(results)]
             return display, items, len(col.search_index(method)), method
 
         self.tasks.start("query", work, self._on_query_done, self._on_query_error)
