@@ -260,25 +260,43 @@ def _nearest_two(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return best, np.maximum(2 - 2 * s1, 0), np.maximum(2 - 2 * s2, 0)
 
 
+def _second_best(rows: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Per row of ``rows`` (similarities), the best value other than column ``best[row]``."""
+    if rows.shape[1] < 2:
+        return np.full(len(rows), -np.inf, rows.dtype)
+    r = rows.copy()
+    r[np.arange(len(r)), best] = -np.inf
+    return r.max(axis=1)
+
+
 def match(a: LocalFeatures, b: LocalFeatures, config: MatchConfig = MatchConfig()) -> np.ndarray:
     """One-to-one tentative matches (m, 2): (index in ``a``, index in ``b``)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((0, 2), np.int64)
     sims = a.descriptors @ b.descriptors.T
     r2 = config.ratio ** 2
-    ab, d1, d2 = _nearest_two(sims)
-    ok = d1 < r2 * d2
     if config.mutual:
-        ba, e1, e2 = _nearest_two(sims.T)
-        ok &= ba[ab] == np.arange(len(a))
-        ok &= e1[ab] < r2 * e2[ab]  # b's point passes the ratio test towards a too
-    ia = np.flatnonzero(ok)
+        # Mutual nearest neighbours first (cheap), then the ratio test both ways on those few
+        # hundred pairs only (a second-best search over the whole 2000 x 2000 matrix cost 4x
+        # the rest of the match).
+        ab = sims.argmax(axis=1)
+        col_max = sims.max(axis=0)  # (an argmax down the columns is 30x slower in numpy)
+        s1 = sims[np.arange(len(a)), ab]
+        ia = np.flatnonzero(s1 >= col_max[ab])  # a's point is also the best for its match in b
+        ia = ia[np.sort(np.unique(ab[ia], return_index=True)[1])]  # exact ties: one a per b point
+        ib = ab[ia]
+        s1 = s1[ia]
+        d1 = np.maximum(2 - 2 * s1, 0)  # unit rows: squared distance 2 - 2 cos
+        d2_a = np.maximum(2 - 2 * _second_best(sims[ia], ib), 0)
+        d2_b = np.maximum(2 - 2 * _second_best(sims[:, ib].T, ia), 0)
+        ok = (d1 < r2 * d2_a) & (d1 < r2 * d2_b)
+        return np.stack([ia[ok], ib[ok]], 1).astype(np.int64)
+    ab, d1, d2 = _nearest_two(sims)
+    ia = np.flatnonzero(d1 < r2 * d2)
     out = np.stack([ia, ab[ia]], 1).astype(np.int64)
-    if not config.mutual:  # keep one match per b point (the closest)
-        order = np.argsort(d1[ia], kind="stable")
-        _, first = np.unique(out[order, 1], return_index=True)
-        out = out[order[np.sort(first)]]
-    return out
+    order = np.argsort(d1[ia], kind="stable")  # keep one match per b point (the closest)
+    _, first = np.unique(out[order, 1], return_index=True)
+    return out[order[np.sort(first)]]
 
 
 @dataclass(frozen=True)
