@@ -226,5 +226,6 @@ class ClusterMacMethod(Method):
 SPECS = (
     MethodSpec("cluster-mac", ClusterMacMethod, ClusterMacConfig(),
                "Cluster-MAC: MAC over Normalized-Cut clusters of the activations (5+20 on features, 5 on RGB), "
-               "per-cluster PCA-whitening (Chen et al. 2017)", "medium"),
+               "summed (Chen et al. 2017; their per-cluster PCA-whitening is off by default: learned on a "
+               "collection's 100-photo sample it overfits, set whiten=true to use it)", "medium"),
 )
