@@ -149,12 +149,16 @@ class CompareView(QWidget):
         top.addStretch(1)
         top.addWidget(self.hint)
         panes = QHBoxLayout()
+        boxes = []
         for canvas, label in ((self.left, self.left_label), (self.right, self.right_label)):
-            col = QVBoxLayout()
+            box = QWidget()
+            col = QVBoxLayout(box)
+            col.setContentsMargins(0, 0, 0, 0)
             col.addWidget(canvas, 1)
             col.addWidget(label)
-            panes.addLayout(col, 1)
-        self.right_column = panes.itemAt(1).layout()
+            panes.addWidget(box, 1)
+            boxes.append(box)
+        self.right_box = boxes[1]  # hidden while flickering: the left pane takes the whole width
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addLayout(panes, 1)
@@ -177,8 +181,7 @@ class CompareView(QWidget):
         shown = self.showing if flick else 0
         self.left.set_pixmap(self.pixmaps[shown], "" if self.pixmaps[shown] is not None else "could not be read")
         self.left_label.setText(("<b>[" + "AB"[shown] + "]</b> " if flick else "") + self.labels[shown])
-        self.right.setVisible(not flick)
-        self.right_label.setVisible(not flick)
+        self.right_box.setVisible(not flick)
         if not flick:
             self.right.set_pixmap(self.pixmaps[1], "" if self.pixmaps[1] is not None else "could not be read")
             self.right_label.setText(self.labels[1])

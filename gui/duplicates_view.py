@@ -587,6 +587,7 @@ class DuplicatesView(QWidget):
             w.set_current(k == self.current)
         if 0 <= self.current < len(self.group_widgets):
             self.scroll.ensureWidgetVisible(self.group_widgets[self.current], 0, 0)
+            self.scroll.horizontalScrollBar().setValue(0)  # a wide group: its buttons and keep stay in view
 
     def _on_thumbnail(self, path: str) -> None:
         for c in self.cards():

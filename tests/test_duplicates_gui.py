@@ -177,7 +177,7 @@ def test_compare_view_zooms_both_photos_together_and_flickers(qtbot, col):
     rl, rr = left.image_rect(), right.image_rect()
     assert abs(rl.width() / left.width() - rr.width() / right.width()) < 0.05 or rl.width() > left.width()
     cmp_.flicker.setChecked(True)
-    assert right.isHidden() and cmp_.timer.isActive()
+    assert not right.isVisibleTo(cmp_) and cmp_.timer.isActive()
     first = left.pixmap
     cmp_.swap()
     assert left.pixmap is not first and "[B]" in cmp_.left_label.text()
