@@ -21,7 +21,6 @@ overwriting: ``engine.duplicates.move_to_folder``) or to the system trash
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -691,13 +690,13 @@ class DuplicatesView(QWidget):
             self.set_keep_rules(dlg.rules())
 
     def set_keep_rules(self, rules: KeepRules) -> None:
-        """Store the rules in the collection and re-suggest every group's keep."""
+        """Store the rules in the collection and re-suggest every group's keep. In the worker
+        thread: a new keep may need checking against members it was not compared with."""
         col = self.collection_getter()
         if col is not None:
             save_keep_rules(col.catalog, rules)
         if self.finder is not None:
-            self.finder.config = dataclasses.replace(self.finder.config, keep=rules)
-            self.regroup()
+            self.find_duplicates(force=True)
 
     # -- selection and actions ------------------------------------------------------------
     def cards(self) -> list[PhotoCard]:

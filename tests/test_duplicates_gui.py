@@ -193,6 +193,7 @@ def test_keep_rules_are_adjustable_shown_on_the_card_and_stored(qtbot, tmp_path,
     v = _duplicates(qtbot, c)
     rules = KeepRules(order=("folder",) + tuple(r for r in KEEP_RULES if r != "folder"), folders=(str(mine / "copies"),))
     v.set_keep_rules(rules)
+    qtbot.waitUntil(lambda: not v.busy() and v.finder is not None and v.finder.config.keep == rules, timeout=WAIT_MS)
     for w in v.group_widgets:
         # In copies/ now: the byte copy (the q80 and 75 % copies there are smaller files).
         assert Path(w.group.keep.path).name.endswith("_same.jpg") and not w.cards[0].check.isChecked()
