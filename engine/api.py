@@ -265,12 +265,17 @@ class Collection:
     def matched_keypoints(self, query: str | os.PathLike | Image.Image, result_path: str | os.PathLike) -> "KeypointMatches":
         """Local features of the query and a result that agree on one geometry (SIFT ->
         RootSIFT matches kept by RANSAC, :func:`engine.local_features.verify`), for drawing
-        lines between the two photos in "why matched". About 0.2 s per photo on one core."""
-        from .local_features import VerifyConfig, extract, verify
+        lines between the two photos in "why matched". About 0.2 s per photo on one core.
+        The same check and the same cached features as the ``sv`` re-ranking, so the lines
+        drawn are the matches that moved the result."""
+        from .local_features import LocalFeatureStore, extract, verify
+        from .spatial_verification import SpatialParams
 
-        q = extract(query if isinstance(query, Image.Image) else os.fspath(query))
-        r = extract(os.fspath(result_path))
-        v = verify(q, r, VerifyConfig())
+        params = SpatialParams()
+        store = LocalFeatureStore(params.features, self.catalog.dir / "local_features")
+        q = extract(query, params.features) if isinstance(query, Image.Image) else store.get(os.fspath(query))
+        r = store.get(os.fspath(result_path))
+        v = verify(q, r, params.check)
         return KeypointMatches(np.asarray(v.points_a, np.float32).reshape(-1, 2),
                                np.asarray(v.points_b, np.float32).reshape(-1, 2),
                                tuple(q.image_size), tuple(r.image_size), bool(v.verified))
