@@ -10,6 +10,7 @@ Heavy objects (backbone, faiss index) are built once and reused while valid.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -252,13 +253,12 @@ class Collection:
         """The results with their date and file size from the catalog (for sorting and the
         views), read for these photos only."""
         details: dict[int, tuple[float, int]] = {}
-        ids = [r.image_id for r in results]
-        for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            chunk = ids[i:i + 900]
-            rows = self.catalog.query(f"SELECT id, size, mtime_ns, taken FROM images WHERE id IN "
-                                      f"({','.join('?' * len(chunk))})", chunk)
-            for image_id, size, mtime_ns, taken in rows:
-                details[image_id] = (taken if taken is not None else mtime_ns / 1e9, size)
+        # One bound JSON array instead of N placeholders: constant SQL, no parameter limit.
+        rows = self.catalog.query("SELECT id, size, mtime_ns, taken FROM images WHERE id IN "
+                                  "(SELECT value FROM json_each(?))",
+                                  (json.dumps([int(r.image_id) for r in results]),))
+        for image_id, size, mtime_ns, taken in rows:
+            details[image_id] = (taken if taken is not None else mtime_ns / 1e9, size)
         return [dataclasses.replace(r, date=details[r.image_id][0], size=details[r.image_id][1])
                 if r.image_id in details else r for r in results]
 

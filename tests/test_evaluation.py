@@ -145,7 +145,7 @@ def test_folders_layout_groups_subfolders_and_keeps_distractors(tmp_path):
 def test_eval_cli_folders_json_schema_and_cache(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
     root = _user_folders(tmp_path / "mine")
-    args = ["eval", str(root), "--layout", "folders", "--method", "mac", "--device", "cpu", "--json",
+    args = ["eval", str(root), "--layout", "folders", "--method", "mac", "--rerank", "none", "--device", "cpu", "--json",
             "--cache", str(tmp_path / "cache"), "--results-md", str(tmp_path / "RESULTS.md"),
             "--report", str(tmp_path / "report")]
     assert main(args) == 0
@@ -243,7 +243,7 @@ def test_eval_set_results_md_and_measured_keep_configs_apart(tmp_path, capsys, m
     monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
     root = _boxed_set(tmp_path)
     md, measured = tmp_path / "docs" / "RESULTS.md", tmp_path / "measured.json"
-    common = [str(root), "--method", "mac", "--device", "cpu", "--json", "--cache", str(tmp_path / "c"),
+    common = [str(root), "--method", "mac", "--rerank", "none", "--device", "cpu", "--json", "--cache", str(tmp_path / "c"),
               "--results-md", str(md), "--measured", str(measured)]
     assert main(["eval", *common, "--chosen-on", "paris_dev"]) == 0
     default = {r["query_crop"]: r for r in json.loads(capsys.readouterr().out)["results"]}
