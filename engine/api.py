@@ -47,7 +47,6 @@ def get_extractor(backbone: str = DEFAULT_BACKBONE, device: str = "auto", weight
 def list_methods() -> list[dict[str, Any]]:
     """Every registered method (see :meth:`MethodSpec.info`: words, ``default``, ``recommended``,
     ``supports``, measured ``images_per_s`` and accuracy), by name."""
-    from .methods import DEFAULT_METHOD
     from .methods.measured import load_measured
 
     measured = load_measured()
@@ -68,25 +67,10 @@ class KeypointMatches:
 
 
 def method_capabilities(name: str) -> set[str] | None:
-    """What method ``name`` can do beyond searching, as far as known without computing:
-    the ``supports`` of its :func:`list_methods` entry when the registry states it, else
-    ``"activation_crop"`` (query a box by cropping the feature maps) and ``"train"``
-    ("Adapt to my photos") from the method itself. Whether its explanation has regions or
-    clusters is only known from an explanation (``Explanation.kind``); the GUI learns it there."""
-    entry = next((m for m in list_methods() if m["name"] == name), None)
-    if entry is None:
-        return None
-    if entry.get("supports") is not None:
-        return set(entry["supports"])
-    from .training.pipeline import is_trainable
-
-    m = create_method(name)
-    found = {"cam"}
-    if m.supports_activation_crop:
-        found.add("activation_crop")
-    if is_trainable(m):
-        found.add("train")
-    return found
+    """What method ``name`` can do beyond searching (:meth:`Method.capabilities`: overlay kind,
+    CAM, activation crop, training), or None for an unknown name."""
+    spec = METHODS.get(name)
+    return None if spec is None else set(spec.create().capabilities())
 
 
 class Collection:

@@ -63,13 +63,18 @@ class GlobalPoolMethod(Method):
         x = maps[tap].unsqueeze(0)
         return x if self.config.activation_cap is None else x.clamp(max=self.config.activation_cap)
 
-    def describe_at(self, images: Sequence[Image.Image], extractor, side: int) -> np.ndarray:
-        """Descriptors with the longest side at ``side`` for scale 1 (see ``scales``)."""
+    def scale_maps(self, images: Sequence[Image.Image], extractor, side: int):
+        """``(scale, [(1,C,h,w) map per image])`` for each of ``scales``, the longest side at
+        ``side · scale``, capped as pooled (:meth:`feature_map`)."""
         tap = self.tap(extractor)
-        per_scale = []
         for s in self.config.scales:
             maps = extractor.feature_maps(images, max(1, round(side * s)), [tap])
-            per_scale.append(torch.stack([pooling.l2n(self.pool(self.feature_map(m, tap)))[0] for m in maps]))
+            yield s, [self.feature_map(m, tap) for m in maps]
+
+    def describe_at(self, images: Sequence[Image.Image], extractor, side: int) -> np.ndarray:
+        """Descriptors with the longest side at ``side`` for scale 1 (see ``scales``)."""
+        per_scale = [torch.stack([pooling.l2n(self.pool(x))[0] for x in maps])
+                     for _s, maps in self.scale_maps(images, extractor, side)]
         p = self.config.p if self.pool_kind == "gem" else 1.0
         return pooling.multiscale_mean(torch.stack(per_scale), p).numpy().astype(np.float32)
 
@@ -109,27 +114,29 @@ class RmacMethod(GlobalPoolMethod):
         part (whitening's mean shift) becomes ``bias``. Masks are the regions on the feature
         grid of the largest scale (regions of other scales cover the same fractions).
         """
-        tap = self.tap(extractor)
         parts, labels, masks = [], [], []
         grid: tuple[int, int] | None = None
-        for s in self.config.scales:
-            x = self.feature_map(extractor.feature_maps([image], max(1, round(self.config.image_side * s)), [tap])[0], tap)
+        for s, (x,) in self.scale_maps([image], extractor, self.config.image_side):
             H, W = x.shape[-2:]
+            grid = grid or (H, W)
             regions = pooling.rmac_regions_with_whole(H, W, self.config.levels, self.config.whole_map)
             region_vecs = pooling.l2n(pooling.regional_max_pool(x, regions))[0].double().numpy()  # (R, C)
             parts.append(region_vecs / (np.linalg.norm(region_vecs.sum(0)) + pooling.EPS))
-            if grid is None:
-                grid = (H, W)
-            for r in regions:
-                x1, y1, x2, y2 = r.as_fraction(H, W)
-                m = np.zeros(grid, np.float32)
-                m[int(round(y1 * grid[0])):max(int(round(y1 * grid[0])) + 1, int(round(y2 * grid[0]))),
-                  int(round(x1 * grid[1])):max(int(round(x1 * grid[1])) + 1, int(round(x2 * grid[1])))] = 1.0
-                masks.append(m)
-                labels.append(region_label(r, s, len(self.config.scales) > 1))
+            masks += [region_mask(r, (H, W), grid) for r in regions]
+            labels += [region_label(r, s, len(self.config.scales) > 1) for r in regions]
         parts_raw = np.concatenate(parts)
         parts_raw = parts_raw / (np.linalg.norm(parts_raw.sum(0)) + pooling.EPS)
         return split_search_vector(self, parts_raw, fit_state, "regions", labels, np.stack(masks))
+
+
+def region_mask(region: pooling.Region, map_size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """Float32 mask on a ``grid`` (h, w) that is 1 where ``region`` of a ``map_size`` map lies
+    (the same fraction of the picture; at least one cell)."""
+    x1, y1, x2, y2 = region.as_fraction(map_size[0], map_size[1])
+    (gh, gw), m = grid, np.zeros(grid, np.float32)
+    r0, c0 = int(round(y1 * gh)), int(round(x1 * gw))
+    m[r0:max(r0 + 1, int(round(y2 * gh))), c0:max(c0 + 1, int(round(x2 * gw)))] = 1.0
+    return m
 
 
 _REGION_SIZES = {0: "whole picture", 1: "large region", 2: "medium region", 3: "small region"}
