@@ -21,7 +21,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 # `make results` regenerates docs/RESULTS.md (rows in docs/results_rows.json) and the measured
-# numbers the app's method list shows (engine/methods/measured.json). First what a new collection
+# numbers the app's method list shows (engine/descriptors/methods/measured.json). First what a new collection
 # uses (`eval` with no --method/--rerank: the default method and re-ranking), then every method
 # as itself (no re-ranking, the baseline the re-ranked rows are read against), on the strict landmark sets (query cropped to its box and whole photo) and the two small sets.
 # Not part of CI: on the 2-core CPU machine it takes roughly 10-20 hours (oxford_dev, 1008
@@ -31,7 +31,7 @@ test: $(STAMP)
 # describes photos, delete its catalogs under the eval cache before `make results`.
 DATASETS ?= ../shared/datasets
 RESULTS_ARGS := --query-crop image --query-crop none --results-md docs/RESULTS.md \
-	--measured engine/methods/measured.json
+	--measured engine/descriptors/methods/measured.json
 results: $(STAMP)
 	nice -n 10 $(PY) main.py eval $(DATASETS)/oxford_dev $(DATASETS)/paris_dev $(DATASETS)/ukbench56 \
 		$(DATASETS)/holidays_samples $(RESULTS_ARGS)

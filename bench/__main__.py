@@ -45,7 +45,7 @@ def machine() -> dict:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
-    from engine.indexer import available_cores
+    from engine.indexing.indexer import available_cores
 
     return {"cpu": cpu, "cores": available_cores(), "ram_gb": mem_gb, "python": sys.version.split()[0],
             "torch": torch.__version__, "faiss": faiss.__version__, "pillow": PIL.__version__,
@@ -56,10 +56,10 @@ def drop_to_results(work: Path, n: int = 10_000) -> dict:
     """Query descriptor (decode a 12 MP JPEG, forward) + exact search over ``n`` vectors: ms."""
     import numpy as np
 
-    from engine.ann import VectorIndex
+    from engine.search.ann import VectorIndex
     from engine.api import get_extractor
-    from engine.images import load_image
-    from engine.methods import DEFAULT_METHOD, create_method
+    from engine.imaging.images import load_image
+    from engine.descriptors.methods import DEFAULT_METHOD, create_method
 
     from .descriptors import DescriptorModel
 
@@ -69,7 +69,7 @@ def drop_to_results(work: Path, n: int = 10_000) -> dict:
     paths = sorted((work / "jpegs").glob("*.jpg"))[:5]
     import torch
 
-    from engine.indexer import available_cores, query_threads, torch_threads
+    from engine.indexing.indexer import available_cores, query_threads, torch_threads
 
     out = {"drop_to_results_threads": query_threads()}
     # What the app does (engine.api: cores not already busy), all cores, and one thread.
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(drop_to_results(work))
             if "datasets" not in skip:
                 from engine.api import get_extractor
-                from engine.methods import DEFAULT_METHOD, create_method
+                from engine.descriptors.methods import DEFAULT_METHOD, create_method
 
                 ex = get_extractor(create_method(DEFAULT_METHOD).config.backbone, "cpu")
                 result["datasets"] = [r for r in (bench_dataset(d, ex, idx["index_best_batch"], work)

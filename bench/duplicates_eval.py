@@ -13,7 +13,7 @@ The set (generated in ``--work``, never committed):
   objects, each seen from 4 viewpoints: same object, other shot).
 
 Indexed with the collection's default method through :class:`engine.api.Collection`; the finder
-runs with its default settings (:func:`engine.duplicate_threshold.duplicate_threshold`). A true
+runs with its default settings (:func:`engine.services.duplicate_threshold.duplicate_threshold`). A true
 pair is two photos of one source family (original, copies); a photo *proposed for removal* is a
 non-keep member of an exact or near group. Reported side by side with pHash (Hamming <= 10,
 groups by chaining as imagededup/czkawka do) and with the descriptor alone (the finder before
@@ -42,12 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 from engine.api import Collection  # noqa: E402
 from engine.errors import LookalikeError  # noqa: E402
-from engine.duplicate_threshold import duplicate_threshold, off_centre_crop  # noqa: E402
-from engine.duplicates import (DuplicateFinder, SimilarityGraph, components_of, pairs_of,  # noqa: E402
+from engine.services.duplicate_threshold import duplicate_threshold, off_centre_crop  # noqa: E402
+from engine.services.duplicates import (DuplicateFinder, SimilarityGraph, components_of, pairs_of,  # noqa: E402
                                tier_counts)
-from engine.local_features import LocalFeatureStore, extract  # noqa: E402
-from engine.near_duplicate import NearDuplicateVerifier  # noqa: E402
-from engine.phash import DEFAULT_MAX_DISTANCE, hamming_pairs, phash  # noqa: E402
+from engine.search.local_features import LocalFeatureStore, extract  # noqa: E402
+from engine.services.near_duplicate import NearDuplicateVerifier  # noqa: E402
+from engine.imaging.phash import DEFAULT_MAX_DISTANCE, hamming_pairs, phash  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 

@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 from engine.api import get_extractor
-from engine.catalog import CatalogStore
-from engine.features import FeatureExtractor
-from engine.images import load_image, resize_longest_side
-from engine.indexer import Indexer, available_cores, plan_threads, torch_threads
-from engine.methods import DEFAULT_METHOD, create_method
+from engine.store.catalog import CatalogStore
+from engine.nn.features import FeatureExtractor
+from engine.imaging.images import load_image, resize_longest_side
+from engine.indexing.indexer import Indexer, available_cores, plan_threads, torch_threads
+from engine.descriptors.methods import DEFAULT_METHOD, create_method
 
 
 def _median_ms(fn, items, repeat: int = 1) -> float:

@@ -123,7 +123,7 @@ def write_report(r: dict, path: Path) -> None:
                      f"{m['cores']} | 0 | {idx['plain_loop_images_per_s']:.2f} |")
         lines += ["", f"Pipeline / plain loop: **{idx['speedup_vs_plain_loop']:.2f}x**; pipeline / bound: "
                   f"**{idx['index_vs_bound']:.2f}**; peak RSS {idx['peak_rss_mb']:.0f} MB (best forward batch: "
-                  f"{idx.get('index_best_batch', '?')}; the app's CPU default is `engine.features.CPU_FORWARD_BATCH`).", ""]
+                  f"{idx.get('index_best_batch', '?')}; the app's CPU default is `engine.nn.features.CPU_FORWARD_BATCH`).", ""]
         for d in r.get("datasets", []):
             lines.append(f"- real photos `{d['dataset']}` (e.g. {d['example_size'][0]}x{d['example_size'][1]}): "
                          f"{d['images']} images at {d['images_per_s']:.2f} images/s")

@@ -7,7 +7,7 @@ import time
 import faiss
 import numpy as np
 
-from engine.ann import AnnConfig, VectorIndex
+from engine.search.ann import AnnConfig, VectorIndex
 
 from .descriptors import DescriptorModel, exact_top_k, recall_at
 

@@ -21,15 +21,15 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from .backbones import DEFAULT_BACKBONE
-from .catalog import CatalogStore
-from .errors import LookalikeError
-from .features import FeatureExtractor
-from .images import load_image
-from .indexer import Indexer, IndexProgress, IndexReport, query_threads, torch_threads
-from .methods import DEFAULT_METHOD, METHODS, Method, create_method
-from .paths import default_catalog_dir
-from .search import SearchIndex, SearchResult
+from engine.nn.backbones import DEFAULT_BACKBONE
+from engine.store.catalog import CatalogStore
+from engine.errors import LookalikeError
+from engine.nn.features import FeatureExtractor
+from engine.imaging.images import load_image
+from engine.indexing.indexer import Indexer, IndexProgress, IndexReport, query_threads, torch_threads
+from engine.descriptors.methods import DEFAULT_METHOD, METHODS, Method, create_method
+from engine.store.paths import default_catalog_dir
+from engine.search.index import SearchIndex, SearchResult
 
 _extractors: dict[tuple, FeatureExtractor] = {}
 _extractor_lock = threading.Lock()
@@ -47,7 +47,7 @@ def get_extractor(backbone: str = DEFAULT_BACKBONE, device: str = "auto", weight
 def list_methods() -> list[dict[str, Any]]:
     """Every registered method (see :meth:`MethodSpec.info`: words, ``default``, ``recommended``,
     ``supports``, measured ``images_per_s`` and accuracy), by name."""
-    from .methods.measured import load_measured
+    from engine.descriptors.methods.measured import load_measured
 
     measured = load_measured()
     return [s.info(DEFAULT_METHOD, measured) for s in sorted(METHODS.values(), key=lambda s: s.name)]
@@ -151,7 +151,7 @@ class Collection:
         """Index the collection's folders (plus ``folders``, added first) with ``method``.
 
         ``verify_hashes``: also re-hash files whose size and mtime did not change (True: all;
-        or the paths :class:`engine.watcher.FolderWatcher` reported as edited in place)."""
+        or the paths :class:`engine.indexing.watcher.FolderWatcher` reported as edited in place)."""
         for f in folders or []:
             self.add_folder(f)
         if not self.catalog.folders():
@@ -216,10 +216,10 @@ class Collection:
         """Most similar indexed photos to ``query``, best first.
 
         A query that is itself indexed uses its stored descriptor (unless a box is given).
-        ``rerank``: a name of :data:`engine.rerank.RERANKERS` (None: ``DEFAULT_RERANK``, what a
+        ``rerank``: a name of :data:`engine.search.rerank.RERANKERS` (None: ``DEFAULT_RERANK``, what a
         new collection uses).
         """
-        from .rerank import DEFAULT_RERANK
+        from engine.search.rerank import DEFAULT_RERANK
 
         rerank = DEFAULT_RERANK if rerank is None else rerank
         idx = self.search_index(method)
@@ -248,12 +248,12 @@ class Collection:
 
     def matched_keypoints(self, query: str | os.PathLike | Image.Image, result_path: str | os.PathLike) -> "KeypointMatches":
         """Local features of the query and a result that agree on one geometry (SIFT ->
-        RootSIFT matches kept by RANSAC, :func:`engine.local_features.verify`), for drawing
+        RootSIFT matches kept by RANSAC, :func:`engine.search.local_features.verify`), for drawing
         lines between the two photos in "why matched". About 0.2 s per photo on one core.
         The same check and the same cached features as the ``sv`` re-ranking, so the lines
         drawn are the matches that moved the result."""
-        from .local_features import LocalFeatureStore, extract, verify
-        from .spatial_verification import SpatialParams
+        from engine.search.local_features import LocalFeatureStore, extract, verify
+        from engine.search.spatial_verification import SpatialParams
 
         params = SpatialParams()
         store = LocalFeatureStore(params.features, self.catalog.dir / "local_features")

@@ -3,7 +3,7 @@
 ``BrowseView(collection_getter, thumbnails, parent)``; ``collection_getter()`` returns the
 current ``engine.api.Collection`` or None. Emits ``find_similar(path)`` and
 ``find_similar_region(path, box, box_mode)``; the main window runs the query.
-Everything is read from the catalog (``engine.browse.CollectionBrowser``): no disk walk.
+Everything is read from the catalog (``engine.services.browse.CollectionBrowser``): no disk walk.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QListWidget, QMenu, QPushButton, QSplitter, QStackedWidget, QToolButton, QTreeView,
                                QVBoxLayout, QWidget)
 
-from engine.browse import CollectionBrowser, FolderNode, PhotoEntry
+from engine.services.browse import CollectionBrowser, FolderNode, PhotoEntry
 
 from .grid_delegate import ThumbnailGridDelegate, grid_cell_size
 from .text import plural

@@ -15,7 +15,7 @@ from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from engine.errors import ImageLoadError
-from engine.images import load_image
+from engine.imaging.images import load_image
 
 from .thumbnails import pil_to_qimage
 

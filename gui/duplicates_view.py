@@ -1,7 +1,7 @@
 """Duplicates tab: exact, near-duplicate and similar groups kept apart, reviewed fast and safely.
 
 ``DuplicatesView(collection_getter, thumbnails, parent)``. The finder
-(``engine.duplicates.DuplicateFinder``) runs in a worker thread with a progress bar: the kNN
+(``engine.services.duplicates.DuplicateFinder``) runs in a worker thread with a progress bar: the kNN
 graph, then the verification of candidate pairs (stored in the catalog, so a stopped run
 resumes). The overview counts each tier; one tier is shown at a time:
 
@@ -16,7 +16,7 @@ that photo (the others are selected), X not a duplicate (remembered in the catal
 (keep all; remembered), C compare the keep with the first selected photo, Tab next tier.
 "Apply suggestion to all…" moves every exact and near group's non-keep photos after one
 confirmation that states what moves where. Moves go to a folder the user picks (never
-overwriting: ``engine.duplicates.move_to_folder``) or to the system trash
+overwriting: ``engine.services.duplicates.move_to_folder``) or to the system trash
 (``QFile.moveToTrash``). Nothing is ever deleted permanently.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu, QMessageBox, QProgressBar,
                                QPushButton, QScrollArea, QSlider, QStackedWidget, QTabBar, QVBoxLayout, QWidget)
 
-from engine.duplicate_threshold import ThresholdChoice, duplicate_threshold
-from engine.duplicates import (DEFAULT_THRESHOLD, KEEP_RULE_TITLES, KEEP_RULES, TIER_TITLES, TIERS, DuplicateFinder,
+from engine.services.duplicate_threshold import ThresholdChoice, duplicate_threshold
+from engine.services.duplicates import (DEFAULT_THRESHOLD, KEEP_RULE_TITLES, KEEP_RULES, TIER_TITLES, TIERS, DuplicateFinder,
                                DuplicateGroup, KeepRules, PhotoInfo, load_keep_rules, mark_resolved, move_to_folder,
                                not_duplicates, save_keep_rules, size_text, suggested_moves, tier_counts)
 

@@ -1,6 +1,6 @@
 """Watching the collection's folders while the window is open.
 
-The engine's :class:`engine.watcher.FolderWatcher` decides *what* changed (size, mtime and
+The engine's :class:`engine.indexing.watcher.FolderWatcher` decides *what* changed (size, mtime and
 content hash, debounced rescans, a periodic fallback rescan). This module is only the Qt
 glue: a ``QFileSystemWatcher`` on the collection's folders turns OS events into
 ``FolderWatcher.notify``, a timer asks ``FolderWatcher.due`` and runs the rescan on the
@@ -13,7 +13,7 @@ import os
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, Signal
 
-from engine.watcher import FolderChanges, FolderWatcher
+from engine.indexing.watcher import FolderChanges, FolderWatcher
 
 from .workers import TaskRunner
 

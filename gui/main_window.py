@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QPushButton, QSlider, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QToolButton, QVBoxLayout, QWidget)
 
-from engine import paths
+from engine.store import paths
 from engine.api import Collection, method_capabilities
-from engine.images import crop_box, is_image_path, load_image
-from engine.score_calibration import score_calibration, stored_calibration
+from engine.imaging.images import crop_box, is_image_path, load_image
+from engine.search.score_calibration import score_calibration, stored_calibration
 
 from .folder_watch import FolderWatchController
 from .grid_delegate import ThumbnailGridDelegate, grid_cell_size
@@ -104,7 +104,7 @@ class MainWindow(QMainWindow):
         self.why: WhyData | None = None
         self.last_error = ""
         self._pending_why_rank: int | None = None
-        self.calibration = None  # engine.score_calibration.ScoreCalibration of the active method
+        self.calibration = None  # engine.search.score_calibration.ScoreCalibration of the active method
         self._capabilities: dict[str, set[str] | None] = {}
         self.parts_kind: dict[str, str] = {}  # method -> "regions" / "clusters" / ..., learned from explanations
         self.searched_note = ""  # what the last query searched, when not the whole collection
@@ -522,7 +522,7 @@ class MainWindow(QMainWindow):
         if self.is_indexing():
             self.show_message("Wait for indexing to finish (or cancel it) before switching collections.")
             return False
-        from engine.catalog import DB_NAME
+        from engine.store.catalog import DB_NAME
 
         if not create and not (Path(directory).expanduser() / DB_NAME).exists():
             return self._collection_missing(directory)
@@ -1238,11 +1238,11 @@ class MainWindow(QMainWindow):
     def _update_near_duplicate_score(self) -> None:
         """Near-duplicates of the query score >= 0.95; for a method whose similarities run lower
         (e.g. cluster-MAC), >= the collection's calibrated duplicate threshold (measured once per
-        indexing, in a worker: see engine/duplicate_threshold.py)."""
+        indexing, in a worker: see engine/services/duplicate_threshold.py)."""
         col = self.collection
         if col is None:
             return
-        from engine.duplicate_threshold import duplicate_threshold
+        from engine.services.duplicate_threshold import duplicate_threshold
 
         method = col.active_method
 
@@ -1470,8 +1470,8 @@ class MainWindow(QMainWindow):
         cal = self.calibration
 
         def work():
-            from engine.backbones import imagenet_category
-            from engine.explain import class_activation_map, explain_match
+            from engine.nn.backbones import imagenet_category
+            from engine.services.explain import class_activation_map, explain_match
 
             nonlocal query
             if box is not None:  # a region query is explained on its (image-cropped) region

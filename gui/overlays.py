@@ -3,7 +3,7 @@
 :class:`OverlayView` is a ``QGraphicsView`` (wheel / +/- zoom, drag to pan) showing a photo,
 an optional semi-transparent overlay image stretched over it and optional outlined boxes
 (the top contributing parts, numbered). The ``render_*`` functions turn the engine's numpy
-maps (:mod:`engine.explain`) into overlay images; :func:`build_overlay` picks one per kind.
+maps (:mod:`engine.services.explain`) into overlay images; :func:`build_overlay` picks one per kind.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def cam_legend(cam_class: str | None = None, result_class: str | None = None) ->
 
 def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int], top_k: int = 5,
                   cam_class: str | None = None) -> Overlay:
-    """The overlay of ``kind`` for one side of an explanation (``engine.explain.SideExplanation``).
+    """The overlay of ``kind`` for one side of an explanation (``engine.services.explain.SideExplanation``).
 
     ``cam``: the image's class activation map in [0, 1] (or None) and ``cam_class`` the name of
     the class it maps (the photo's top class). ``size``: overlay pixels (w, h).

@@ -51,7 +51,7 @@ class ResultsModel(QAbstractListModel):
         self.text_filter = ""
         self.sort_key = self.SORT_SCORE
         self._placeholder: QPixmap | None = None
-        self.calibration = None  # engine.score_calibration.ScoreCalibration, or None: raw scores
+        self.calibration = None  # engine.search.score_calibration.ScoreCalibration, or None: raw scores
         thumbnails.ready.connect(self._on_thumbnail_ready)
 
     # -- content ----------------------------------------------------------------------

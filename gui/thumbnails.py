@@ -5,7 +5,7 @@ Usage from a model's ``data(DecorationRole)``::
     pix = provider.request(path, 160)   # QPixmap, or None while it is being decoded
     provider.ready.connect(on_ready)    # ready(path) once it can be requested again
 
-Decoding and the disk cache are in :mod:`engine.thumbnails` (Qt-free). Requests are served
+Decoding and the disk cache are in :mod:`engine.imaging.thumbnails` (Qt-free). Requests are served
 newest first (a LIFO stack), so while the user scrolls a long grid the rows now visible are
 decoded before those scrolled past. A file that cannot be decoded gets a "broken image"
 placeholder (and ``failed(path, reason)``), never an endless "loading" state.
@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
 from engine.errors import ImageLoadError
-from engine.thumbnails import bucket_for, load_thumbnail
+from engine.imaging.thumbnails import bucket_for, load_thumbnail
 
 
 def pil_to_qimage(img) -> QImage:

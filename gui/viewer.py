@@ -12,9 +12,9 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
-from engine.browse import photo_details
+from engine.services.browse import photo_details
 from engine.errors import ImageLoadError
-from engine.images import load_image
+from engine.imaging.images import load_image
 
 VIEW_SIDE = 2048  # longest side decoded for display
 

@@ -1,8 +1,8 @@
 """The "Why matched" panel: query and result side by side with what carries their similarity.
 
 Everything shown comes from the engine (computed in a worker): the calibrated similarity
-(:mod:`engine.score_calibration`), the parts of both photos that speak most for the match
-(:func:`engine.explain.explain_match`: regions or areas, described by where they are in the
+(:mod:`engine.search.score_calibration`), the parts of both photos that speak most for the match
+(:func:`engine.services.explain.explain_match`: regions or areas, described by where they are in the
 photo, never by channel numbers) and, where the photos share local features, the matched
 points that agree on one geometry (:meth:`engine.api.Collection.matched_keypoints`), drawn as
 lines between the two photos.
@@ -31,7 +31,7 @@ class WhyData:
     """A computed explanation with the two images, their CAMs and the classes those map
     (None when the backbone has no classifier)."""
 
-    explanation: object  # engine.explain.Explanation
+    explanation: object  # engine.services.explain.Explanation
     query_image: QImage
     result_image: QImage
     query_cam: np.ndarray | None

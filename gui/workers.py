@@ -13,7 +13,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from engine.errors import LookalikeError
-from engine.indexer import IndexProgress, IndexReport
+from engine.indexing.indexer import IndexProgress, IndexReport
 
 
 def readable_error(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from engine.activations import (ExpActivation, FractionalPower, SinHActivation, WeibullActivation,
+from engine.descriptors.activations import (ExpActivation, FractionalPower, SinHActivation, WeibullActivation,
                                 exp_activation, make_activation, power_normalise, sinh_activation,
                                 stream_scale, weibull_activation, weibull_peak)
 

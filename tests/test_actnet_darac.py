@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.activations import stream_scale
-from engine.methods import METHODS, create_method
-from engine.methods.actnet import ActnetHead, whitening_layer
-from engine.methods.darac import DaracHead, ramac_aggregate, ramac_region_values
-from engine.methods.ramac import ramac
-from engine.postprocess import apply_pca_whitening, fit_pca_whitening
+from engine.descriptors.activations import stream_scale
+from engine.descriptors.methods import METHODS, create_method
+from engine.descriptors.methods.actnet import ActnetHead, whitening_layer
+from engine.descriptors.methods.darac import DaracHead, ramac_aggregate, ramac_region_values
+from engine.descriptors.methods.ramac import ramac
+from engine.descriptors.postprocess import apply_pca_whitening, fit_pca_whitening
 from engine.training.pipeline import TRAINED_KIND, decode_meta, encode_meta
 from tests.conftest import make_photo
 

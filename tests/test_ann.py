@@ -1,9 +1,9 @@
-"""engine.ann: exact and approximate vector indexes, auto switching, persisted training."""
+"""engine.search.ann: exact and approximate vector indexes, auto switching, persisted training."""
 import numpy as np
 import pytest
 
-from engine.ann import AnnConfig, VectorIndex, build_vector_index
-from engine.catalog import CatalogStore
+from engine.search.ann import AnnConfig, VectorIndex, build_vector_index
+from engine.store.catalog import CatalogStore
 
 D = 32
 SMALL = dict(pca_dims=16, pq_m=8, nlist=4, nprobe=4, train_size=2000, refine_min=50)
@@ -122,7 +122,7 @@ def test_lists_follow_the_collection_size_not_the_training_sample():
     """A chunked build trains on a sample; its lists must suit the whole collection."""
     import faiss
 
-    from engine.ann import auto_nlist
+    from engine.search.ann import auto_nlist
 
     cfg = AnnConfig(kind="ivfpq", pca_dims=16, pq_m=8)
     idx = VectorIndex(D, cfg)

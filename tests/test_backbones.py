@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.backbones import BACKBONES, get_backbone
+from engine.nn.backbones import BACKBONES, get_backbone
 from engine.errors import WeightsMissingError
-from engine.features import FeatureExtractor, image_to_tensor
+from engine.nn.features import FeatureExtractor, image_to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_imagenet_category_names_the_classifier_outputs():
-    from engine.backbones import imagenet_category
+    from engine.nn.backbones import imagenet_category
 
     assert imagenet_category(497) == "church" and imagenet_category(0) == "tench"
     assert imagenet_category(5000) == "class 5000"
@@ -109,8 +109,8 @@ def test_sympad_backbone_pads_symmetrically_and_keeps_the_map_sizes():
     only the stride-2 padding differs (so its maps differ, slightly), and it is the default."""
     import torch
 
-    from engine.backbones import DEFAULT_BACKBONE
-    from engine.backbones.efficientnet_lite import SameConv2d
+    from engine.nn.backbones import DEFAULT_BACKBONE
+    from engine.nn.backbones.efficientnet_lite import SameConv2d
 
     same, sym = get_backbone("efficientnet-lite0"), get_backbone("efficientnet-lite0-sympad")
     assert DEFAULT_BACKBONE == "efficientnet-lite0-sympad" and sym.name == DEFAULT_BACKBONE

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.browse import CollectionBrowser, photo_details
-from engine.catalog import CatalogStore, NewImage
+from engine.services.browse import CollectionBrowser, photo_details
+from engine.store.catalog import CatalogStore, NewImage
 
 
 def _catalog(tmp_path: Path):

@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from engine.catalog import SCHEMA_VERSION, CatalogStore, NewImage
+from engine.store.catalog import SCHEMA_VERSION, CatalogStore, NewImage
 from engine.errors import CatalogBusyError, CatalogError
 
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from engine.errors import LookalikeError
-from engine.methods import METHODS, create_method
-from engine.methods.cluster_mac import ClusterMacMethod, aggregate_clusters, cluster_mac_vectors
+from engine.descriptors.methods import METHODS, create_method
+from engine.descriptors.methods.cluster_mac import ClusterMacMethod, aggregate_clusters, cluster_mac_vectors
 from tests.conftest import make_photo
 
 

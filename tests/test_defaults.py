@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from conftest import make_photo
-from engine import rerank as rerank_module
+from engine.search import rerank as rerank_module
 from engine.api import Collection, list_methods
-from engine.methods import DEFAULT_METHOD, METHODS
-from engine.rerank import DEFAULT_RERANK, RERANKERS
+from engine.descriptors.methods import DEFAULT_METHOD, METHODS
+from engine.search.rerank import DEFAULT_RERANK, RERANKERS
 
 
 def test_the_default_method_and_rerank_are_registered_and_marked():

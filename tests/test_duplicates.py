@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from engine.api import Collection
-from engine.duplicates import (DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph,
+from engine.services.duplicates import (DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph,
                                move_to_folder, pairs_of, sort_keep_first, suggested_moves)
-from engine.near_duplicate import PairCheck
+from engine.services.near_duplicate import PairCheck
 from tests.conftest import make_photo, write_copies_folder
 
 
@@ -82,7 +82,7 @@ class StubVerifier:
     """Says "the same photo" for the pairs it is given, "another shot" for the others."""
 
     def __init__(self, same: set[tuple[int, int]]):
-        from engine.near_duplicate import NearDuplicateConfig
+        from engine.services.near_duplicate import NearDuplicateConfig
 
         self.config = NearDuplicateConfig()
         self.same = same
@@ -191,7 +191,7 @@ def test_collection_duplicates_group_the_copies_and_the_cli_prints_them(tmp_path
 
 
 def test_threshold_rule_keeps_the_measured_default_when_edits_score_high_and_calibrates_otherwise():
-    from engine.duplicate_threshold import choose_threshold
+    from engine.services.duplicate_threshold import choose_threshold
 
     high = choose_threshold([0.80, 0.86, 0.95, 0.97, 0.99])  # median 0.95: R-MAC-like scores
     assert high.threshold == DEFAULT_THRESHOLD and not high.calibrated and high.floor == 0.5
@@ -203,7 +203,7 @@ def test_threshold_rule_keeps_the_measured_default_when_edits_score_high_and_cal
 
 
 def test_light_edits_are_a_small_recompressed_copy_a_crop_and_a_brighter_copy():
-    from engine.duplicate_threshold import light_edits
+    from engine.services.duplicate_threshold import light_edits
 
     img = make_photo(7, (320, 240))
     small, crop, bright = light_edits(img)
@@ -212,7 +212,7 @@ def test_light_edits_are_a_small_recompressed_copy_a_crop_and_a_brighter_copy():
 
 
 def test_default_threshold_is_calibrated_for_whitened_cluster_mac_and_measured_once_per_indexing(tmp_path, monkeypatch):
-    import engine.duplicate_threshold as dt
+    import engine.services.duplicate_threshold as dt
 
     photos = _dup_folder(tmp_path / "photos")
     col = Collection.open(tmp_path / "cat")

@@ -16,7 +16,7 @@ from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from engine.api import Collection  # noqa: E402
-from engine.duplicates import DISTINCT, RESOLVED  # noqa: E402
+from engine.services.duplicates import DISTINCT, RESOLVED  # noqa: E402
 from tests.test_gui_browse import SMALL, WAIT_MS, FakeThumbnails, col, collection_dir, lookalike_home  # noqa: E402,F401
 
 
@@ -56,7 +56,7 @@ def test_tiers_are_kept_apart_and_only_exact_and_near_photos_are_pre_selected(qt
     assert v.checked_paths() == []  # never pre-selected
     assert all(not c.is_keep for c in v.cards())
     # The bulk action never includes them.
-    from engine.duplicates import suggested_moves
+    from engine.services.duplicates import suggested_moves
 
     moved = {p for _g, ps in suggested_moves(v.groups) for p in ps}
     assert moved == {p for g in near for p in g.others}
@@ -75,7 +75,7 @@ def test_cards_show_the_full_folder_and_the_tab_titles_count_groups(qtbot, col):
 
 def test_the_calibrated_threshold_is_offered_and_a_users_own_is_kept(qtbot, col, monkeypatch):
     import gui.duplicates_view as dv
-    from engine.duplicate_threshold import ThresholdChoice
+    from engine.services.duplicate_threshold import ThresholdChoice
 
     choice = ThresholdChoice(0.3, True, (0.1, 0.3, 0.5, 0.7))
     monkeypatch.setattr(dv, "duplicate_threshold", lambda c: choice)
@@ -186,7 +186,7 @@ def test_compare_view_zooms_both_photos_together_and_flickers(qtbot, col):
 
 
 def test_keep_rules_are_adjustable_shown_on_the_card_and_stored(qtbot, tmp_path, collection_dir):
-    from engine.duplicates import KEEP_RULES, KeepRules, load_keep_rules
+    from engine.services.duplicates import KEEP_RULES, KeepRules, load_keep_rules
     from gui.duplicates_view import KeepRulesDialog
 
     c, mine = _private_collection(tmp_path, collection_dir)

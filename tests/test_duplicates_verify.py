@@ -1,4 +1,4 @@
-"""Near-duplicate verification (engine.near_duplicate) and the finder's tiers, decisions and resumption.
+"""Near-duplicate verification (engine.services.near_duplicate) and the finder's tiers, decisions and resumption.
 
 Photos are generated (tests/conftest.make_photo): an edited copy must verify, another photo of
 similar texture and "another shot" of the same scene (a new viewpoint, a burst with something
@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from engine.api import Collection
-from engine.duplicates import (DuplicateConfig, DuplicateFinder, KeepRules, PhotoInfo, load_keep_rules,
+from engine.services.duplicates import (DuplicateConfig, DuplicateFinder, KeepRules, PhotoInfo, load_keep_rules,
                                mark_resolved, not_duplicates, save_keep_rules, suggested_moves)
-from engine.near_duplicate import NearDuplicateVerifier, block_agreement
+from engine.services.near_duplicate import NearDuplicateVerifier, block_agreement
 from tests.conftest import make_photo
 
 SIZE = (640, 480)
@@ -240,7 +240,7 @@ def test_verification_is_stored_and_a_stopped_run_resumes(tmp_path, photos):
 
 def test_rotated_copies_are_found_through_their_rotated_phash_and_the_hashes_are_stored(tmp_path, photos,
                                                                                       monkeypatch):
-    import engine.phash as ph
+    import engine.imaging.phash as ph
 
     col, _folder = _collection(tmp_path, photos, ["original", "rotated", "different"])
     # Descriptor candidates off (a 90-degree turn is another CNN vector): only the pHash path.

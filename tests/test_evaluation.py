@@ -238,7 +238,7 @@ def test_boxed_queries_are_scored_with_and_without_the_crop(tmp_path, capsys, mo
 
 def test_eval_set_results_md_and_measured_keep_configs_apart(tmp_path, capsys, monkeypatch):
     from engine.evaluation.report import load_rows
-    from engine.methods.measured import load_measured
+    from engine.descriptors.methods.measured import load_measured
 
     monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
     root = _boxed_set(tmp_path)
@@ -267,7 +267,7 @@ def test_stored_rotation_mirror_ignores_exif_orientation(tmp_path):
 
     from engine.evaluation.dataset import Dataset
     from engine.evaluation.runner import _stored_orientation_copy
-    from engine.images import load_image
+    from engine.imaging.images import load_image
 
     src = tmp_path / "src"
     src.mkdir()

@@ -1,4 +1,4 @@
-"""engine.explain: per-part contributions split a similarity score exactly."""
+"""engine.services.explain: per-part contributions split a similarity score exactly."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 
 from conftest import make_photo
 from engine.api import Collection, get_extractor
-from engine.explain import class_activation_map, explain_match
-from engine.methods import create_method
-from engine.postprocess import fit_pca_whitening
+from engine.services.explain import class_activation_map, explain_match
+from engine.descriptors.methods import create_method
+from engine.descriptors.postprocess import fit_pca_whitening
 
 SMALL = {"image_side": 160}
 

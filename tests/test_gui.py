@@ -227,7 +227,7 @@ def test_threshold_slider_and_near_duplicate_toggle_filter_the_results(qtbot, in
 
 def test_hiding_near_duplicates_uses_the_calibrated_threshold_of_a_low_scoring_method(qtbot, indexed_catalog,
                                                                                      monkeypatch):
-    import engine.duplicate_threshold as dt
+    import engine.services.duplicate_threshold as dt
 
     catalog, photos = indexed_catalog
     w = make_window(qtbot, catalog)

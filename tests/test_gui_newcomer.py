@@ -18,7 +18,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 
 from conftest import make_photo, write_scene_folder  # noqa: E402
 from engine.api import Collection  # noqa: E402
-from engine.score_calibration import ScoreCalibration  # noqa: E402
+from engine.search.score_calibration import ScoreCalibration  # noqa: E402
 
 SMALL = {"image_side": 160}
 WAIT_MS = 180_000  # generous: the machine is shared; nothing here asserts on speed

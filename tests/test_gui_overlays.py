@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from engine.explain import SideExplanation  # noqa: E402
-from engine.methods.base import ExplainParts  # noqa: E402
+from engine.services.explain import SideExplanation  # noqa: E402
+from engine.descriptors.methods.base import ExplainParts  # noqa: E402
 
 
 def side_of(parts: ExplainParts, contributions) -> SideExplanation:

@@ -1,4 +1,4 @@
-"""Thumbnails: the Qt-free disk cache (engine.thumbnails) and the GUI's ThumbnailProvider."""
+"""Thumbnails: the Qt-free disk cache (engine.imaging.thumbnails) and the GUI's ThumbnailProvider."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import pytest
 
 from conftest import make_photo
 from engine.errors import ImageLoadError
-from engine.thumbnails import bucket_for, cache_path, load_thumbnail
+from engine.imaging.thumbnails import bucket_for, cache_path, load_thumbnail
 
 
 @pytest.fixture(autouse=True)

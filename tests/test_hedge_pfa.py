@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from engine.hedge import (NormalHedge, hedge_losses, ranking_ap, learn_layer_weights, normalhedge_scale,
+from engine.descriptors.hedge import (NormalHedge, hedge_losses, ranking_ap, learn_layer_weights, normalhedge_scale,
                           normalhedge_weights)
-from engine.kmeans import kmeans
-from engine.pfa import principal_feature_analysis
+from engine.descriptors.kmeans import kmeans
+from engine.descriptors.pfa import principal_feature_analysis
 
 
 def test_normalhedge_scale_solves_the_defining_equation():

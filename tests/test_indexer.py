@@ -14,7 +14,7 @@ import pytest
 
 from engine.api import Collection
 from engine.errors import LookalikeError
-from engine.indexer import walk_images
+from engine.indexing.indexer import walk_images
 from tests.conftest import make_photo
 
 SMALL = {"image_side": 128}

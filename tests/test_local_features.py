@@ -1,4 +1,4 @@
-"""Local features (engine.local_features): SIFT/RootSIFT extraction, one-to-one matching, RANSAC
+"""Local features (engine.search.local_features): SIFT/RootSIFT extraction, one-to-one matching, RANSAC
 checks on generated pairs: a warped copy verifies under each model, an unrelated picture and a
 different picture made of the same repeated tile do not."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.local_features import (LocalFeatureConfig, LocalFeatureStore, MatchConfig, VerifyConfig, extract,
+from engine.search.local_features import (LocalFeatureConfig, LocalFeatureStore, MatchConfig, VerifyConfig, extract,
                                    linear_part_stats, match, root_sift, verify)
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from engine.api import Collection, get_extractor
-from engine.methods import create_method
-from engine.methods.ms_rmac import region_mac_sum, weighted_layer_distance
-from engine.pooling import rmac_regions
-from engine.search import SearchIndex
+from engine.descriptors.methods import create_method
+from engine.descriptors.methods.ms_rmac import region_mac_sum, weighted_layer_distance
+from engine.descriptors.pooling import rmac_regions
+from engine.search.index import SearchIndex
 from tests.conftest import make_photo, write_scene_folder
 
 SMALL = {"image_side": 160}

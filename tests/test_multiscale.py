@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import make_photo
-from engine import pooling
+from engine.descriptors import pooling
 from engine.api import get_extractor
-from engine.methods import create_method
+from engine.descriptors.methods import create_method
 
 
 def test_multiscale_mean_averages_l2_normalised_vectors_then_normalises():

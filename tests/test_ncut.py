@@ -1,10 +1,10 @@
-"""Normalized Cut (engine.ncut): blobs, no spatial term, solvers, degenerate graphs."""
+"""Normalized Cut (engine.descriptors.ncut): blobs, no spatial term, solvers, degenerate graphs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine import ncut
+from engine.descriptors import ncut
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:

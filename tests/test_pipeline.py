@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from engine.api import Collection, get_extractor
-from engine.catalog import CatalogStore
-from engine.features import FeatureExtractor
-from engine.indexer import Indexer, plan_threads, query_threads, torch_threads
-from engine.methods import create_method
+from engine.store.catalog import CatalogStore
+from engine.nn.features import FeatureExtractor
+from engine.indexing.indexer import Indexer, plan_threads, query_threads, torch_threads
+from engine.descriptors.methods import create_method
 from tests.conftest import make_photo
 
 SMALL = {"image_side": 128}
@@ -74,8 +74,8 @@ def test_forward_batch_size_does_not_change_descriptors_and_settings_are_restore
 
 
 def test_search_index_accepts_an_approximate_index_config(tmp_path, photo_folder):
-    from engine.ann import AnnConfig
-    from engine.search import SearchIndex
+    from engine.search.ann import AnnConfig
+    from engine.search.index import SearchIndex
 
     col = Collection.open(tmp_path / "cat", device="cpu")
     col.index(method="mac", overrides=SMALL, folders=[str(photo_folder)])

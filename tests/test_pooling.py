@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.pooling import gem, l2n, mac, regional_max_pool, rmac, rmac_regions, spoc
+from engine.descriptors.pooling import gem, l2n, mac, regional_max_pool, rmac, rmac_regions, spoc
 
 # Regions of a 3x4 (H x W) map worked out by hand from Tolias et al.'s rule:
 # w = min = 3; one extra region along the long side (overlap 0.67 is nearest 0.4 for 2 steps).

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.methods import METHODS, create_method
-from engine.methods.ramac import ramac, ramac_regions
-from engine.postprocess import fit_pca_whitening
+from engine.descriptors.methods import METHODS, create_method
+from engine.descriptors.methods.ramac import ramac, ramac_regions
+from engine.descriptors.postprocess import fit_pca_whitening
 from tests.conftest import make_photo
 from tests.test_cluster_mac import FakeExtractor
 

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-import engine.indexer as indexer_mod
+import engine.indexing.indexer as indexer_mod
 from engine.api import Collection
-from engine.catalog import content_hash
+from engine.store.catalog import content_hash
 from engine.errors import ImageLoadError
-from engine.images import MAX_PIXELS, load_image
+from engine.imaging.images import MAX_PIXELS, load_image
 from tests.conftest import make_photo
 
 SMALL = {"image_side": 96}

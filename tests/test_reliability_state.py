@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 import torch
 
-import engine.catalog as catalog_mod
+import engine.store.catalog as catalog_mod
 from engine.api import Collection
-from engine.catalog import SCHEMA_VERSION, CatalogStore
+from engine.store.catalog import SCHEMA_VERSION, CatalogStore
 from engine.cli import main as cli_main
-from engine.device import run_batched_with_fallback
+from engine.nn.device import run_batched_with_fallback
 from engine.errors import CatalogBusyError, CatalogError, LookalikeError
 from tests.conftest import make_photo
 
@@ -45,7 +45,7 @@ N_PHOTOS = 16
 # committed; "transaction": inside the open SQL transaction of a batch).
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    import engine.catalog as c
+    import engine.store.catalog as c
     point, _, n = os.environ.get("LOOKALIKE_TEST_KILL", "none:0").partition(":")
     n = int(n)
     hits = [0]
@@ -347,7 +347,7 @@ class FakeBackbone:
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_order(caplog):
     fake = FakeBackbone(capacity=2)
-    with caplog.at_level(logging.WARNING, logger="engine.device"):
+    with caplog.at_level(logging.WARNING, logger="engine.nn.device"):
         out = run_batched_with_fallback(list(range(8)), fake, torch.device("cuda"))
     assert out == [x * 10 for x in range(8)]
     assert fake.batches[0] == ("cuda", 8) and ("cpu", 8) not in fake.batches
@@ -358,7 +358,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_order(caplog):
 def test_out_of_memory_on_a_single_image_falls_back_to_the_cpu_with_a_warning(caplog):
     fake = FakeBackbone(capacity=0)
     fell_back = []
-    with caplog.at_level(logging.WARNING, logger="engine.device"):
+    with caplog.at_level(logging.WARNING, logger="engine.nn.device"):
         out = run_batched_with_fallback([1, 2, 3], fake, torch.device("cuda"), lambda: fell_back.append(1))
     assert out == [10, 20, 30] and fell_back and ("cpu", 1) in fake.batches
     assert "on the CPU" in caplog.text
@@ -385,7 +385,7 @@ class FakeModel(torch.nn.Module):
 def test_feature_extractor_with_an_oom_backbone_halves_then_uses_the_cpu(caplog):
     from PIL import Image
 
-    from engine.features import FeatureExtractor
+    from engine.nn.features import FeatureExtractor
 
     calls: list = []
     ext = FeatureExtractor(device="cpu", batch_size=4)  # its own instance (not the shared one)
@@ -395,7 +395,7 @@ def test_feature_extractor_with_an_oom_backbone_halves_then_uses_the_cpu(caplog)
     if getattr(ext, "_half_backbone", None) is not None:
         ext._half_backbone = ext.backbone
     images = [Image.new("RGB", (64, 48), (10 * i, 0, 0)) for i in range(4)]
-    with caplog.at_level(logging.WARNING, logger="engine.device"):
+    with caplog.at_level(logging.WARNING, logger="engine.nn.device"):
         maps = ext.feature_maps(images, 64, ["t"])
     assert [round(float(m["t"][0, 0, 0]) * 255) for m in maps] == [0, 10, 20, 30]  # order kept
     assert calls[:3] == [("meta", 4), ("meta", 2), ("meta", 1)] and ("cpu", 1) in calls

@@ -1,9 +1,9 @@
-"""Re-ranking (engine.rerank): αQE and diffusion on tiny hand-made databases."""
+"""Re-ranking (engine.search.rerank): αQE and diffusion on tiny hand-made databases."""
 from __future__ import annotations
 
 import numpy as np
 
-from engine.rerank import RERANKERS, AqeParams, DiffusionParams, alpha_query_expansion, diffusion, knn_graph
+from engine.search.rerank import RERANKERS, AqeParams, DiffusionParams, alpha_query_expansion, diffusion, knn_graph
 
 
 def _unit(*rows):
@@ -93,7 +93,7 @@ def _random_unit(n, d=24, seed=0):
 
 
 def test_knn_lists_updated_for_added_and_removed_photos_equal_a_full_build():
-    from engine.knn_graph import build_knn_lists, update_knn_lists
+    from engine.search.knn_graph import build_knn_lists, update_knn_lists
 
     x = _random_unit(300)
     ids = np.arange(1000, 1300)
@@ -108,7 +108,7 @@ def test_knn_lists_updated_for_added_and_removed_photos_equal_a_full_build():
 
 
 def test_knn_lists_are_rebuilt_when_the_kept_vectors_changed():
-    from engine.knn_graph import build_knn_lists, update_knn_lists
+    from engine.search.knn_graph import build_knn_lists, update_knn_lists
 
     x = _random_unit(200)
     ids = np.arange(200)

@@ -1,5 +1,5 @@
 """docs/RESULTS.md's generated block (summary + per-query AP tables, rows merged through the
-sidecar file), ``eval --set`` parsing and ``eval --measured`` (engine/methods/measured.json)."""
+sidecar file), ``eval --set`` parsing and ``eval --measured`` (engine/descriptors/methods/measured.json)."""
 import json
 
 import pytest
@@ -10,8 +10,8 @@ from engine.evaluation.metrics import score_query, summarize
 from engine.evaluation.report import (BEGIN, DATA_PREFIX, END, load_rows, rows_file_for, update_measured,
                                       update_results_markdown)
 from engine.evaluation.runner import MethodResult
-from engine.methods import METHODS
-from engine.methods.measured import load_measured
+from engine.descriptors.methods import METHODS
+from engine.descriptors.methods.measured import load_measured
 
 IMAGES = ("christ_church_000179.jpg", "christ_church_000001.jpg", "magdalen_000078.jpg", "magdalen_000002.jpg",
           "other_1.jpg", "other_2.jpg")

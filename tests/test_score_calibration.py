@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.score_calibration import (CHANCE_Z, ScoreCalibration, fit_from_scores, score_calibration,
+from engine.search.score_calibration import (CHANCE_Z, ScoreCalibration, fit_from_scores, score_calibration,
                                       stored_calibration)
 
 

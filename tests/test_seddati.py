@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.api import get_extractor
-from engine.methods import METHODS, create_method
-from engine.methods.seddati import cam_mask, early_fusion, late_fusion, square_sum_rmac
+from engine.descriptors.methods import METHODS, create_method
+from engine.descriptors.methods.seddati import cam_mask, early_fusion, late_fusion, square_sum_rmac
 from tests.conftest import make_photo
 
 TINY = {"resolutions": (96, 128, 160), "image_side": 160}

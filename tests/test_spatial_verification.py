@@ -1,4 +1,4 @@
-"""Spatial verification re-ranking (engine.spatial_verification, rerankers ``sv`` and ``sv+aqe``)
+"""Spatial verification re-ranking (engine.search.spatial_verification, rerankers ``sv`` and ``sv+aqe``)
 on generated photos with hand-made global vectors: the warped copy moves up, a picture of the
 same repeated tile and unrelated pictures do not, the bonus is bounded, and the expansion of
 ``sv+aqe`` uses verified results only."""
@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import LookalikeError
-from engine.rerank import RERANKERS, AqeParams, RerankContext, alpha_query_expansion
-from engine.spatial_verification import SpatialParams, VerifiedExpansionParams, spatial_rerank, verified_expansion
+from engine.search.rerank import RERANKERS, AqeParams, RerankContext, alpha_query_expansion
+from engine.search.spatial_verification import SpatialParams, VerifiedExpansionParams, spatial_rerank, verified_expansion
 from test_local_features import WARPS, repeated_pair, textured
 
 
@@ -145,7 +145,7 @@ def test_registry_names():
 
 
 def test_diffusion_then_sv_verifies_diffusion_s_ranking(photos, tmp_path):
-    from engine.rerank import diffusion
+    from engine.search.rerank import diffusion
 
     q, db = _vectors([0.80, 0.78, 0.76, 0.60])
     s, order = _ranked(q, db)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.methods.actnet import ActnetHead
+from engine.descriptors.methods.actnet import ActnetHead
 from engine.training.data import (data_hash, load_folder_groups, load_labelled, split_groups,
                                   strong_augment)
 from engine.training.losses import nra_loss, nra_similarities, triplet_hardest_negative

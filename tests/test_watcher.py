@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from engine.api import Collection
-from engine.catalog import CatalogStore, NewImage, content_hash
-from engine.watcher import FolderChanges, FolderWatcher
+from engine.store.catalog import CatalogStore, NewImage, content_hash
+from engine.indexing.watcher import FolderChanges, FolderWatcher
 from tests.conftest import make_photo
 
 

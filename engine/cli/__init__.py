@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import LookalikeError
+from engine.errors import LookalikeError
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import Command, add_catalog_argument, print_json
+from engine.cli import Command, add_catalog_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..duplicates import DEFAULT_THRESHOLD, KEEP_RULES
+    from engine.services.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
 
     add_catalog_argument(p)
     p.add_argument("--method", default=None, help="descriptor method (default: the collection's)")
@@ -32,12 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..api import Collection
-    from ..duplicate_threshold import duplicate_threshold
-    from ..duplicates import (KEEP_RULES, TIERS, DuplicateFinder, PhotoInfo, load_keep_rules, not_duplicates,
+    from engine.api import Collection
+    from engine.services.duplicate_threshold import duplicate_threshold
+    from engine.services.duplicates import (KEEP_RULES, TIERS, DuplicateFinder, PhotoInfo, load_keep_rules, not_duplicates,
                               save_keep_rules, tier_counts)
-    from ..errors import LookalikeError
-    from .progress import format_eta
+    from engine.errors import LookalikeError
+    from engine.cli.progress import format_eta
 
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise LookalikeError(f"--threshold must be in (0, 1], got {args.threshold}.")

@@ -22,9 +22,9 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import LookalikeError
-from ..rerank import DEFAULT_RERANK, RERANKERS
-from . import Command, add_device_argument, print_json
+from engine.errors import LookalikeError
+from engine.search.rerank import DEFAULT_RERANK, RERANKERS
+from engine.cli import Command, add_device_argument, print_json
 
 DEFAULT_DATASETS_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'scales=[1,0.7071,0.5]'; a bare word is a string). Repeatable")
     p.add_argument("--measured", metavar="FILE", default=None,
                    help="merge the mAPs and speed of default-config results into FILE "
-                        "(engine/methods/measured.json: what `methods` and the app show)")
+                        "(engine/descriptors/methods/measured.json: what `methods` and the app show)")
     p.add_argument("--cache", metavar="DIR", default=None, help="evaluation cache folder (default: the user cache)")
 
 
@@ -75,7 +75,7 @@ _BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 def parse_overrides(items: list[str] | None, methods: list[str]) -> dict:
     """``--set KEY=VALUE`` items -> method config overrides, checked against every method to
     run (unknown setting, or a value of another type than the setting's default, is an error)."""
-    from ..methods import METHODS
+    from engine.descriptors.methods import METHODS
 
     overrides: dict = {}
     for item in items or ():
@@ -119,15 +119,15 @@ def _same_kind(default, value) -> bool:
 def _progress(args):
     if args.json and not sys.stderr.isatty():
         return None
-    from .progress import ProgressBar
+    from engine.cli.progress import ProgressBar
 
     return ProgressBar(sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate, find_datasets, load_dataset
-    from ..evaluation.report import NOT_TUNED, format_table, update_measured, update_results_markdown, write_report
-    from ..methods import DEFAULT_METHOD, METHODS
+    from engine.evaluation import evaluate, find_datasets, load_dataset
+    from engine.evaluation.report import NOT_TUNED, format_table, update_measured, update_results_markdown, write_report
+    from engine.descriptors.methods import DEFAULT_METHOD, METHODS
 
     folders = [Path(d) for d in args.datasets]
     if args.all:

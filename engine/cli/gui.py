@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import Command, add_catalog_argument
+from engine.cli import Command, add_catalog_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

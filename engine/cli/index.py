@@ -5,9 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import LookalikeError
-from . import Command, add_catalog_argument, add_device_argument, print_json
-from .progress import ProgressBar
+from engine.errors import LookalikeError
+from engine.cli import Command, add_catalog_argument, add_device_argument, print_json
+from engine.cli.progress import ProgressBar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import Collection
+    from engine.api import Collection
 
     for f in args.folders:
         if not Path(f).is_dir():

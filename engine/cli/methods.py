@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import Command, print_json
+from engine.cli import Command, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import list_methods
+    from engine.api import list_methods
 
     methods = list_methods()
     if args.json:

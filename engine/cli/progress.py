@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..indexer import IndexProgress
+from engine.indexing.indexer import IndexProgress
 
 
 def format_eta(seconds: float | None) -> str:

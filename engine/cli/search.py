@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..rerank import DEFAULT_RERANK, RERANKERS
-from . import Command, add_catalog_argument, add_device_argument, print_json
+from engine.search.rerank import DEFAULT_RERANK, RERANKERS
+from engine.cli import Command, add_catalog_argument, add_device_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import Collection
-    from ..errors import LookalikeError
+    from engine.api import Collection
+    from engine.errors import LookalikeError
 
     col = Collection.open(args.catalog, create=False, device=args.device, weights=args.weights)
     box = tuple(args.box) if args.box else None

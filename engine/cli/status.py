@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import Command, add_catalog_argument, print_json
+from engine.cli import Command, add_catalog_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import Collection
+    from engine.api import Collection
 
     col = Collection.open(args.catalog, create=False)
     st = col.status()

@@ -16,8 +16,8 @@ import sys
 import threading
 import time
 
-from ..errors import LookalikeError
-from . import Command, add_device_argument, print_json
+from engine.errors import LookalikeError
+from engine.cli import Command, add_device_argument, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,9 +53,9 @@ class _Printer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import Collection
-    from ..training.pipeline import HEAD_LR, default_loss, train_for_collection
-    from ..training.trainer import TrainConfig
+    from engine.api import Collection
+    from engine.training.pipeline import HEAD_LR, default_loss, train_for_collection
+    from engine.training.trainer import TrainConfig
 
     if args.dataset is None and not args.self_supervised:
         raise LookalikeError("Give a labelled DATASET_DIR, or --self-supervised to train on the collection's photos.")

@@ -1,7 +1,7 @@
 """``lookalike train-weights DATASET --method ms-rmac``: learn MS-RMAC's layer weights.
 
 Each labelled query of DATASET (a folder with ``ground_truth.json``, or ``--layout folders``)
-is one NormalHedge round (:func:`engine.hedge.learn_layer_weights`); the weights ``alpha`` are
+is one NormalHedge round (:func:`engine.descriptors.hedge.learn_layer_weights`); the weights ``alpha`` are
 stored with the collection's catalog as state kind ``"hedge"`` and used by its searches from
 then on (re-indexing is not needed: raw descriptors do not depend on ``alpha``).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from . import Command, add_catalog_argument, add_device_argument, print_json
-from ..errors import LookalikeError
+from engine.cli import Command, add_catalog_argument, add_device_argument, print_json
+from engine.errors import LookalikeError
 
 
 def learn_weights(collection, dataset_dir: str | os.PathLike, method: str = "ms-rmac", layout: str = "gt",
@@ -24,9 +24,9 @@ def learn_weights(collection, dataset_dir: str | os.PathLike, method: str = "ms-
     Returns ``{"alpha", "layers", "queries", "rounds", "uniform_map", "trained_map"}``; the two
     mAPs are measured on the training queries themselves (a training score, not a test score).
     """
-    from ..evaluation.dataset import load_dataset
-    from ..hedge import learn_layer_weights
-    from ..images import load_image
+    from engine.evaluation.dataset import load_dataset
+    from engine.descriptors.hedge import learn_layer_weights
+    from engine.imaging.images import load_image
 
     m = collection.method(method)
     if "hedge" not in m.stored_state_kinds or not hasattr(m, "layer_distances"):
@@ -44,7 +44,7 @@ def learn_weights(collection, dataset_dir: str | os.PathLike, method: str = "ms-
     alpha, trace = learn_layer_weights(dist, queries, epochs=epochs)
 
     def mean_ap(weights: np.ndarray) -> float:
-        from ..hedge import ranking_ap
+        from engine.descriptors.hedge import ranking_ap
         return float(np.mean([ranking_ap(np.tensordot(weights, dist[:, t], axes=1), q)
                               for t, q in enumerate(queries)]))
 
@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import Collection
+    from engine.api import Collection
 
     col = Collection.open(args.catalog, create=True, device=args.device, weights=args.weights)
     try:

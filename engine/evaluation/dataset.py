@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LookalikeError
-from ..images import is_image_path
+from engine.errors import LookalikeError
+from engine.imaging.images import is_image_path
 
 PROTOCOLS = ("ukbench", "holidays", "oxford", "folders")
 GT_PROTOCOLS = ("ukbench", "holidays", "oxford")

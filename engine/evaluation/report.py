@@ -15,7 +15,7 @@ it, so runs of different datasets/methods/configs accumulate (a row is replaced 
 with its key; see :func:`merge_rows`).
 
 ``--measured FILE`` merges the default-config results into the method list's measured numbers
-(:func:`update_measured`, :mod:`engine.methods.measured`).
+(:func:`update_measured`, :mod:`engine.descriptors.methods.measured`).
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .dataset import Dataset
-from .metrics import precision_recall_curve
-from .runner import MethodResult
+from engine.evaluation.dataset import Dataset
+from engine.evaluation.metrics import precision_recall_curve
+from engine.evaluation.runner import MethodResult
 
 BEGIN = "<!-- BEGIN GENERATED RESULTS -->"
 END = "<!-- END GENERATED RESULTS -->"
@@ -82,7 +82,7 @@ def config_id(config: dict) -> str:
 
 def is_default_config(r: MethodResult) -> bool:
     """The result was computed with the method's registered default config."""
-    from ..methods import METHODS
+    from engine.descriptors.methods import METHODS
 
     spec = METHODS.get(split_method_label(r.method)[0])
     return spec is not None and _jsonable(r.config) == _jsonable(spec.config.to_dict())
@@ -99,7 +99,7 @@ def _num(v) -> str:
 def describe_config(method: str, config: dict, rerank: str) -> str:
     """The config in short: input side, scales / input sides, every other setting that differs
     from the method's registered default, and the re-ranking."""
-    from ..methods import METHODS
+    from engine.descriptors.methods import METHODS
 
     spec = METHODS.get(method)
     default = _jsonable(spec.config.to_dict()) if spec else {}
@@ -242,7 +242,7 @@ def load_rows(path: Path) -> list[dict]:
 def write_results_markdown(path: Path, rows: list[dict]) -> None:
     """Write ``rows`` to the sidecar and re-render the block of ``path`` (created with a short
     intro if absent), keeping the text outside the markers."""
-    from ..catalog import atomic_write_bytes
+    from engine.store.catalog import atomic_write_bytes
 
     if path.exists():
         text = path.read_text(encoding="utf-8")
@@ -293,7 +293,7 @@ def update_results_markdown(path: Path, outputs: Sequence[tuple[Dataset, Sequenc
         write_results_markdown(path, merge_rows(load_rows(path), new))
 
 
-# -- engine/methods/measured.json ------------------------------------------------------------
+# -- engine/descriptors/methods/measured.json ------------------------------------------------------------
 def measured_key(dataset: str, query_crop: str, rerank: str) -> str:
     """``"oxford_dev:image"``, ``"paris_dev:none+aqe"``, ``"ukbench56"`` (no boxes, no crop)."""
     return dataset + ("" if query_crop == "-" else f":{query_crop}") + ("" if rerank == "none" else f"+{rerank}")
@@ -301,12 +301,12 @@ def measured_key(dataset: str, query_crop: str, rerank: str) -> str:
 
 def update_measured(path: Path, outputs: Sequence[tuple[Dataset, Sequence[MethodResult]]]) -> list[str]:
     """Merge the mAPs and indexing speed of the results computed with their method's default
-    config into ``path`` (see :mod:`engine.methods.measured`); returns the methods written.
+    config into ``path`` (see :mod:`engine.descriptors.methods.measured`); returns the methods written.
 
     A result with another config (``eval --set``) is left out: it is not the method as the app
     runs it. ``images_per_s`` (1000 / wall ms per image indexed) comes from the run over the most
     images so far (the steadiest average), named in ``images_per_s_on``."""
-    from ..methods.measured import load_measured, write_measured
+    from engine.descriptors.methods.measured import load_measured, write_measured
 
     path = Path(path)
     written: list[str] = []
@@ -370,7 +370,7 @@ def _pr_plot(r: MethodResult, out: Path) -> None:
 def _worst_strip(r: MethodResult, ds: Dataset, out: Path, n_queries: int = 5, n_results: int = 5, thumb: int = 128) -> None:
     from PIL import Image, ImageDraw, ImageOps
 
-    from ..images import load_image
+    from engine.imaging.images import load_image
 
     worst = sorted(r.per_query, key=lambda s: (s.ap, s.query))[:n_queries]
     by_label = {q.label: q for q in ds.queries}

@@ -33,12 +33,12 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..device import select_device
-from ..errors import CatalogBusyError, LookalikeError
-from ..methods import METHODS, create_method
-from ..paths import cache_dir
-from .dataset import Dataset
-from .metrics import QueryScore, rank_by_score, score_query, summarize
+from engine.nn.device import select_device
+from engine.errors import CatalogBusyError, LookalikeError
+from engine.descriptors.methods import METHODS, create_method
+from engine.store.paths import cache_dir
+from engine.evaluation.dataset import Dataset
+from engine.evaluation.metrics import QueryScore, rank_by_score, score_query, summarize
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class SharedFeatureMaps:
     tap, kept up to ``max_bytes`` (then no longer added) and handed out as copies. The CNN time
     recorded when a map was computed is added up in ``saved_wall``/``saved_cpu`` on every reuse,
     so the indexing time per image reported for a method stays what it would cost alone.
-    Everything else is forwarded to the wrapped :class:`~engine.features.FeatureExtractor`.
+    Everything else is forwarded to the wrapped :class:`~engine.nn.features.FeatureExtractor`.
     """
 
     def __init__(self, extractor, max_bytes: int = 2 << 30):
@@ -186,7 +186,7 @@ _shared_maps: dict[int, SharedFeatureMaps] = {}
 
 
 def _eval_collection_type():
-    from ..api import Collection
+    from engine.api import Collection
 
     class EvalCollection(Collection):
         """A Collection whose extractor shares feature maps between methods (see SharedFeatureMaps)."""
@@ -221,10 +221,10 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
              rerank: str = "none") -> MethodResult:
     """Index ``dataset`` with ``method`` (cached) and score every query.
 
-    ``rerank`` (a name of :data:`engine.rerank.RERANKERS`) re-ranks each query's full ranking
+    ``rerank`` (a name of :data:`engine.search.rerank.RERANKERS`) re-ranks each query's full ranking
     of the database, as the app does with its shortlist; the result is named ``method+rerank``.
     """
-    from ..rerank import RERANKERS, RerankContext
+    from engine.search.rerank import RERANKERS, RerankContext
 
     Collection = _eval_collection_type()  # heavy imports only when evaluating
 

@@ -6,9 +6,9 @@
 * :mod:`.trainer`: seeded SGD trainer with atomic checkpoints, resume, progress/ETA, cancel.
 * :mod:`.pipeline`: encode images once, train a method's head, build its catalog state.
 """
-from .data import LabelledImages, load_labelled, split_groups, strong_augment
-from .losses import nra_loss, triplet_hardest_negative
-from .trainer import TrainConfig, Trainer, TrainProgress, TrainResult
+from engine.training.data import LabelledImages, load_labelled, split_groups, strong_augment
+from engine.training.losses import nra_loss, triplet_hardest_negative
+from engine.training.trainer import TrainConfig, Trainer, TrainProgress, TrainResult
 
 __all__ = ["LabelledImages", "load_labelled", "split_groups", "strong_augment", "nra_loss",
            "triplet_hardest_negative", "TrainConfig", "Trainer", "TrainProgress", "TrainResult"]

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ..errors import LookalikeError
+from engine.errors import LookalikeError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -20,11 +20,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import LookalikeError
-from ..methods.base import is_trainable  # noqa: F401  (re-exported: the GUI and CLI ask here)
-from ..images import load_image
-from .data import strong_augment
-from .trainer import TrainConfig, Trainer, TrainProgress, TrainResult
+from engine.errors import LookalikeError
+from engine.descriptors.methods.base import is_trainable  # noqa: F401  (re-exported: the GUI and CLI ask here)
+from engine.imaging.images import load_image
+from engine.training.data import strong_augment
+from engine.training.trainer import TrainConfig, Trainer, TrainProgress, TrainResult
 
 TRAINED_KIND = "trained"
 # Learning rate for head-only training. The ACTNET paper's SGD lr 1e-3 (TrainConfig's default)
@@ -161,8 +161,8 @@ def train_for_collection(col, method_name: str, dataset_dir: str | Path | None =
     ``"trained"``) only if the held-out mAP improves (or ``force``), and the method's
     descriptors are then recomputed (``reindex``) since they depend on the head.
     """
-    from ..catalog import content_hash
-    from .data import data_hash, load_labelled, split_groups
+    from engine.store.catalog import content_hash
+    from engine.training.data import data_hash, load_labelled, split_groups
 
     t0 = time.monotonic()
     say = progress or (lambda phase, done, total, msg: None)

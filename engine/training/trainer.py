@@ -10,7 +10,7 @@ maps or region values; see :mod:`engine.training.pipeline`). That keeps a CPU ru
 * Optimiser: SGD (ACTNET: lr 1e-3, weight decay 5e-4, momentum 0.9), loss ``triplet``
   (margin 0.1, hardest negative) or ``nra``.
 * Checkpoints: after every epoch, ``{model, optimizer, epoch, losses}`` written atomically
-  (:func:`engine.catalog.atomic_write_bytes`) and read with ``torch.load(weights_only=True)``.
+  (:func:`engine.store.catalog.atomic_write_bytes`) and read with ``torch.load(weights_only=True)``.
 * Progress: ``progress(TrainProgress)`` after every step, with an ETA; ``cancel`` (a
   ``threading.Event``) stops at the next step boundary (the last finished epoch is kept).
 """
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..catalog import atomic_write_bytes
-from .losses import nra_loss, triplet_hardest_negative
+from engine.store.catalog import atomic_write_bytes
+from engine.training.losses import nra_loss, triplet_hardest_negative
 
 
 @dataclass(frozen=True)

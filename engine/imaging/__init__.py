@@ -1,0 +1,1 @@
+"""Reading photos: decode, EXIF orientation, formats, thumbnails, perceptual hashes."""

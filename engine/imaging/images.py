@@ -1,0 +1,134 @@
+"""Image decoding for indexing and queries.
+
+* EXIF orientation is applied, so a descriptor is always computed on the upright photo.
+* Any Pillow mode (P, LA, RGBA, CMYK, I;16, F...) becomes 8-bit RGB; alpha is composited on white.
+* Big JPEGs are decoded with draft mode (DCT scaling) at no less than the size the method needs.
+* Decompression bombs are refused with a reason instead of exhausting memory.
+* Animated GIF/WebP use their first frame. HEIC/HEIF works when ``pillow-heif`` is installed.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from engine.errors import ImageLoadError
+
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp",
+    ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".heic", ".heif",
+})
+# Refuse images above this many pixels (a 30000x30000 header is 900 MP). 200 MP covers
+# every consumer camera and panorama stitcher we know of.
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+try:  # optional HEIC support
+    from pillow_heif import register_heif_opener  # type: ignore
+
+    register_heif_opener()
+    HEIF_AVAILABLE = True
+except ImportError:  # pragma: no cover - depends on the optional extra
+    HEIF_AVAILABLE = False
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = Image.fromarray(((arr - lo) * scale).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+    """Decode ``path`` as an upright 8-bit RGB image.
+
+    ``max_side`` is the longest side the caller needs: JPEGs are decoded in draft mode at
+    the smallest DCT scale that is still at least that big, and any image is then reduced
+    so that its longest side is at most ``max_side`` (never enlarged here).
+    Raises :class:`ImageLoadError` with a readable reason.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageLoadError(path, "is a folder, not an image file")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageLoadError(path, "the file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageLoadError(path, f"image is {w}x{h} pixels, above the {MAX_PIXELS // 1_000_000} MP safety limit")
+                if max_side and img.format == "JPEG":
+                    # draft() keeps the longest side >= requested size (scale 1/2, 1/4, 1/8).
+                    scale = max(w, h) / max_side
+                    if scale >= 2:
+                        img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+                if getattr(img, "is_animated", False):
+                    img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"refused as a decompression bomb ({exc})") from None
+    except Image.DecompressionBombWarning as exc:
+        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not a recognised image format (or the file is damaged)") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied when reading the file") from None
+    except FileNotFoundError:
+        raise ImageLoadError(path, "the file no longer exists") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc) or exc.__class__.__name__
+        if "truncated" in msg.lower():
+            msg = "the file is truncated (incomplete download or copy?)"
+        raise ImageLoadError(path, f"could not be decoded: {msg}") from None
+    except MemoryError:
+        raise ImageLoadError(path, "not enough memory to decode the image") from None
+    if max_side and max(img.size) > max_side:
+        img = resize_longest_side(img, max_side)
+    return img
+
+
+def resize_longest_side(img: Image.Image, side: int, min_side: int = 1) -> Image.Image:
+    """Resize so the longest side equals ``side`` (aspect kept, shorter side >= ``min_side``)."""
+    w, h = img.size
+    s = side / max(w, h)
+    nw, nh = max(min_side, round(w * s)), max(min_side, round(h * s))
+    if (nw, nh) == (w, h):
+        return img
+    return img.resize((nw, nh), Image.Resampling.BILINEAR if s > 1 else Image.Resampling.LANCZOS)
+
+
+def crop_box(img: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    """Crop ``(x1, y1, x2, y2)`` in the image's own pixels, clamped to the image."""
+    x1, y1, x2, y2 = box
+    w, h = img.size
+    x1, x2 = sorted((max(0, min(w, x1)), max(0, min(w, x2))))
+    y1, y2 = sorted((max(0, min(h, y1)), max(0, min(h, y2))))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise ValueError(f"empty crop box {box} for an image of {w}x{h}")
+    return img.crop((int(x1), int(y1), int(round(x2)), int(round(y2))))

@@ -1,0 +1,1 @@
+"""Turning folders into catalog rows: scan, change classification, the indexer, the folder watcher."""

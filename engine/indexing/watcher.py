@@ -1,0 +1,157 @@
+"""Folder change detection for an open collection, without Qt.
+
+:class:`FolderWatcher` rescans the collection's folders and compares them with the catalog:
+new, changed and deleted photos, by (size, mtime) **and** content hash, so a photo edited
+in place by a tool that restored its mtime (and kept its size) is still found. The GUI
+hooks a ``QFileSystemWatcher`` to :meth:`FolderWatcher.notify` (events only make the next
+rescan come sooner, after a short debounce) and calls :meth:`FolderWatcher.poll` from a
+timer; the periodic rescan is the fallback for everything the OS watcher misses (network
+drives, too many folders, events lost while asleep).
+
+What a rescan does per file (the same decisions as :meth:`engine.indexing.indexer.Indexer.scan`):
+
+* not in the catalog -> ``new`` (unless it failed before and is unchanged since);
+* size differs -> ``changed``;
+* same size, other mtime -> content hash: differs -> ``changed``, same -> ``touched``
+  (nothing to recompute; the indexer only updates the stored mtime);
+* same size and mtime -> content hash for at most ``hash_budget`` such files per rescan,
+  taken round-robin so every photo is verified every ``ceil(N / hash_budget)`` rescans
+  (the hash reads three 64 KiB samples per file); differs -> ``changed`` and listed in
+  ``verify_paths``, which :meth:`engine.api.Collection.index` takes as ``verify_hashes``
+  so the indexer recomputes exactly those files;
+* in the catalog, not on disk -> ``deleted``; a folder that is missing altogether (drive
+  unplugged) is reported in ``missing_folders`` and its photos are *not* called deleted.
+
+Limit (documented in docs/RELIABILITY.md): the hash samples the start, middle and end of a
+file, so an in-place edit that keeps size and mtime and touches only bytes between the
+samples of an uncompressed file (BMP, raw TIFF) goes unseen; re-encoding formats (JPEG,
+PNG, WebP, HEIC) rewrite the whole stream and are always caught.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.store.catalog import CatalogStore, content_hash
+from engine.indexing.indexer import FoundFile, walk_images
+
+
+@dataclass(frozen=True)
+class FolderChanges:
+    """What a rescan found (absolute paths, sorted)."""
+
+    new: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    touched: tuple[str, ...] = ()
+    verify_paths: tuple[str, ...] = ()  # changed with the same size and mtime: pass to index()
+    missing_folders: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        """True when indexing has work to do (new, changed or deleted photos)."""
+        return bool(self.new or self.changed or self.deleted)
+
+    def summary(self) -> str:
+        return (f"{len(self.new)} new, {len(self.changed)} changed, {len(self.deleted)} deleted"
+                + (f", {len(self.missing_folders)} folder(s) missing" if self.missing_folders else ""))
+
+
+def _same_hash(path: str, stored: str) -> bool | None:
+    try:
+        return content_hash(path) == stored
+    except OSError:
+        return None  # vanished or unreadable meanwhile: the indexer will record why
+
+
+class FolderWatcher:
+    """Periodic rescan of a catalog's folders (thread-safe; no Qt).
+
+    ``interval_s``: time between fallback rescans. ``debounce_s``: after :meth:`notify`,
+    wait this long without new events before rescanning (a copy of 500 photos is one
+    rescan, not 500). ``hash_budget``: stat-unchanged files hash-verified per rescan
+    (None: all). ``clock``: injectable monotonic clock (tests).
+    """
+
+    def __init__(self, catalog: CatalogStore, interval_s: float = 300.0, debounce_s: float = 2.0,
+                 hash_budget: int | None = 256, clock: Callable[[], float] = time.monotonic):
+        self.catalog = catalog
+        self.interval_s = interval_s
+        self.debounce_s = debounce_s
+        self.hash_budget = hash_budget
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_scan: float | None = None
+        self._dirty_at: float | None = None
+        self._cursor = 0
+
+    # -- scheduling -----------------------------------------------------------------------
+    def notify(self, path: str | os.PathLike | None = None) -> None:
+        """A file-system event (from QFileSystemWatcher or similar): rescan soon."""
+        with self._lock:
+            self._dirty_at = self.clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        with self._lock:
+            if self._last_scan is None:
+                return True
+            if self._dirty_at is not None and now - self._dirty_at >= self.debounce_s:
+                return True
+            return now - self._last_scan >= self.interval_s
+
+    def poll(self) -> FolderChanges | None:
+        """Rescan when due (debounced event or interval elapsed); None when not due."""
+        return self.rescan() if self.due() else None
+
+    # -- the rescan -----------------------------------------------------------------------
+    def rescan(self) -> FolderChanges:
+        with self._lock:
+            self._dirty_at = None
+            self._last_scan = self.clock()
+        new: list[str] = []
+        changed: list[str] = []
+        deleted: list[str] = []
+        touched: list[str] = []
+        missing: list[str] = []
+        stable: list[tuple[str, str]] = []  # (path, stored hash) with unchanged size and mtime
+        for folder_id, folder in self.catalog.folders():
+            if not os.path.isdir(folder):
+                missing.append(folder)
+                continue
+            known = self.catalog.known_files(folder_id)
+            failed = self.catalog.failure_stat(folder_id)
+            seen: set[str] = set()
+            for f in walk_images(folder):
+                if not isinstance(f, FoundFile):
+                    continue
+                seen.add(f.path)
+                k = known.get(f.path)
+                if k is None:
+                    if failed.get(f.path) != (f.size, f.mtime_ns):
+                        new.append(f.path)
+                elif k[1] != f.size:
+                    changed.append(f.path)
+                elif k[2] != f.mtime_ns:
+                    same = _same_hash(f.path, k[3])
+                    (touched if same else changed).append(f.path)
+                else:
+                    stable.append((f.path, k[3]))
+            deleted.extend(p for p in known if p not in seen)
+        verify = [p for p, h in self._hash_sample(stable) if _same_hash(p, h) is False]
+        changed.extend(verify)
+        return FolderChanges(tuple(sorted(new)), tuple(sorted(changed)), tuple(sorted(deleted)),
+                             tuple(sorted(touched)), tuple(sorted(verify)), tuple(sorted(missing)))
+
+    def _hash_sample(self, stable: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The next ``hash_budget`` stat-unchanged files, round-robin over rescans."""
+        stable.sort()
+        if self.hash_budget is None or len(stable) <= self.hash_budget:
+            return stable
+        with self._lock:
+            start = self._cursor % len(stable)
+            self._cursor = start + self.hash_budget
+        picked = stable[start:start + self.hash_budget]
+        return picked + stable[:self.hash_budget - len(picked)]

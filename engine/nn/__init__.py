@@ -1,0 +1,1 @@
+"""Networks: backbones, feature taps, device choice."""

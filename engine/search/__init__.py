@@ -1,0 +1,1 @@
+"""Finding the nearest descriptors: exact and ANN indexes, re-ranking, spatial verification."""

@@ -1,0 +1,131 @@
+"""Search over a collection's descriptors with a faiss inner-product index.
+
+Search vectors are l2-normalised, so inner product = cosine similarity. Methods whose
+similarity is not an inner product re-score a faiss shortlist exactly (``Method.rescore``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from engine.search.ann import AnnConfig, build_vector_index
+from engine.store.catalog import CatalogStore
+from engine.errors import LookalikeError
+from engine.descriptors.methods import Method
+from engine.search.rerank import RERANKERS, RerankContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    path: str
+    score: float
+    image_id: int
+    date: float = 0.0  # EXIF date taken, else file modification time (POSIX s); set by Collection.search
+    size: int = 0  # file size in bytes; set by Collection.search
+    # The method's own similarity of the pair, before any re-ranking (``score`` is the
+    # re-ranker's: relative to the top result, plus verification bonuses). What the GUI's
+    # calibrated % and near-duplicate threshold read; None from code that does not set it.
+    base_score: float | None = None
+
+
+class SearchIndex:
+    """The faiss index of one method over one catalog, with the method's fitted state."""
+
+    def __init__(self, catalog: CatalogStore, method: Method, shortlist: int = 200,
+                 ann: AnnConfig | None = None, carried: dict | None = None):
+        """``ann``: exact vs approximate index settings (default :class:`AnnConfig`: exact up
+        to 100k photos, IVF-PQ with exact re-scoring above; see :mod:`engine.search.ann`).
+        ``carried``: :meth:`carry_over` of an earlier generation's index: its diffusion kNN
+        lists are updated rather than rebuilt (see :mod:`engine.search.knn_graph`)."""
+        self.catalog = catalog
+        self.method = method
+        self.shortlist = shortlist
+        self.generation = catalog.generation(method.name)
+        self.ids, self.paths, self.raw = catalog.load_descriptors(method.name)
+        if len(self.ids) == 0:
+            raise LookalikeError(f"No photos are indexed with method '{method.name}' in {catalog.dir}; run 'lookalike index' first.")
+        self.fit_state = self._fitted_state()
+        self.vectors = np.ascontiguousarray(method.search_vectors(self.raw, self.fit_state), dtype=np.float32)
+        self.index = build_vector_index(catalog, method.name, self.vectors, ann)
+        self._row_of_path = {p: i for i, p in enumerate(self.paths)}
+        # Rerankers' derived structures (diffusion graph) for this generation; the photos' ids
+        # and the previous generation's kNN lists let diffusion update instead of rebuild.
+        # Spatial verification keeps the photos' local features next to the catalog.
+        self.rerank_cache: dict = {"ids": self.ids, "local_features_dir": catalog.dir / "local_features"}
+        if carried:
+            self.rerank_cache["previous"] = carried
+
+    def _fitted_state(self):
+        stored = self.catalog.load_state(self.method.name, "fit")
+        if stored is not None and stored[1] == self.generation:
+            return stored[0]
+        state = self.method.fit(self.raw)
+        if state is not None:
+            self.catalog.save_state(self.method.name, "fit", state, self.generation)
+        return state
+
+    def carry_over(self) -> dict:
+        """What the next generation's index can reuse: the kNN lists diffusion built (small:
+        ids, one fingerprint and k+1 neighbours per photo), or what this index was given and
+        has not used yet."""
+        got = {k: v for k, v in self.rerank_cache.items() if isinstance(k, tuple) and k[0] == "knn_lists"}
+        return got or dict(self.rerank_cache.get("previous", {}))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def is_stale(self) -> bool:
+        return self.catalog.generation(self.method.name) != self.generation
+
+    def row_of(self, path: str) -> int | None:
+        return self._row_of_path.get(path)
+
+    def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None,
+               rerank: str = "none", photo=None, box=None) -> list[SearchResult]:
+        """Best ``top`` results for a raw query descriptor, best first. ``photo`` (the query's
+        path or PIL image) and ``box`` (its region, if any) are for rerankers that look at the
+        photos (``sv``)."""
+        if rerank not in RERANKERS:
+            raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
+        exclude = exclude or set()
+        n = len(self.ids)
+        qv = np.ascontiguousarray(self.method.search_vectors(query_raw[None, :], self.fit_state), dtype=np.float32)
+        k = min(n, max(top + len(exclude), self.shortlist) if (rerank != "none" or self._rescores()) else top + len(exclude))
+        scores, idx = self.index.search(qv, k)
+        scores, idx = scores[0], idx[0]
+        keep = idx >= 0
+        scores, idx = scores[keep], idx[keep]
+        exact = self.method.rescore(query_raw, self.raw[idx], self.fit_state)
+        if exact is not None:
+            order = np.argsort(-exact, kind="stable")
+            scores, idx = exact[order], idx[order]
+        base = dict(zip(idx.tolist(), scores.tolist()))  # first-stage scores, before re-ranking
+        if rerank != "none":
+            is_path = isinstance(photo, (str, os.PathLike))
+            context = RerankContext(self.paths, os.fspath(photo) if is_path else None,
+                                    None if is_path else photo, box)
+            scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache,
+                                            context=context)
+        out = []
+        for s, i in zip(scores, idx):
+            p = self.paths[i]
+            if p in exclude:
+                continue
+            out.append((p, float(s), int(i)))
+            if len(out) >= top:
+                break
+        missing = np.array([i for _p, _s, i in out if i not in base], np.int64)
+        if len(missing):  # brought in by the re-ranker (query expansion): score them as the method does
+            exact = self.method.rescore(query_raw, self.raw[missing], self.fit_state)
+            extra = exact if exact is not None else self.vectors[missing] @ qv[0]
+            base.update(zip(missing.tolist(), np.asarray(extra, np.float64).tolist()))
+        return [SearchResult(p, s, int(self.ids[i]), base_score=float(base[i])) for p, s, i in out]
+
+    def _rescores(self) -> bool:
+        return type(self.method).rescore is not Method.rescore

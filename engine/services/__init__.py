@@ -1,0 +1,1 @@
+"""What the GUI calls besides engine.api: browse, duplicates, explanations."""

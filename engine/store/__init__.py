@@ -1,0 +1,1 @@
+"""Where a collection lives on disk: the SQLite catalog, descriptor shards, atomic writes, app dirs."""
