@@ -4,10 +4,17 @@ from __future__ import annotations
 import sys
 
 
+def run_gui(args) -> int:
+    # Qt is imported only when the window is asked for, so `index`/`search` start fast.
+    from gui.app import run_app
+
+    return run_app(args)
+
+
 def cli() -> int:
     from engine.cli import main
 
-    return main()
+    return main(gui_runner=run_gui)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, gui_runner: Callable[[argparse.Namespace], int] | None = None) -> int:
+    """Run one command. ``gui_runner`` opens the window for the ``gui`` command; main.py passes
+    it so that nothing under engine/ imports the GUI."""
     argv = list(sys.argv[1:] if argv is None else argv)
     for stream in (sys.stdout, sys.stderr):
         # File names that are not valid UTF-8 (surrogate-escaped by Python) are printed as
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a in known for a in argv if not a.startswith("-")) and not any(a in ("-h", "--help") for a in argv):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
+    args.gui_runner = gui_runner
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

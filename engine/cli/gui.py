@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from engine.cli import Command, add_catalog_argument
+from engine.errors import LookalikeError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,10 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Qt is imported only here: the engine never imports it.
-    from gui.app import run_app
-
-    return run_app(args)
+    # The engine never imports Qt or gui/: main.py, which sits above both, hands the window's
+    # entry in as ``gui_runner`` (see engine.cli.main).
+    runner = getattr(args, "gui_runner", None)
+    if runner is None:
+        raise LookalikeError("the desktop application starts from main.py (`python main.py gui`, "
+                             "or the `lookalike` command); this entry has no GUI attached")
+    return runner(args)
 
 
 COMMAND = Command("gui", "open the desktop application (default)", add_arguments, run)
