@@ -242,7 +242,7 @@ def load_rows(path: Path) -> list[dict]:
 def write_results_markdown(path: Path, rows: list[dict]) -> None:
     """Write ``rows`` to the sidecar and re-render the block of ``path`` (created with a short
     intro if absent), keeping the text outside the markers."""
-    from engine.store.catalog import atomic_write_bytes
+    from engine.store.atomic import atomic_write_text
 
     if path.exists():
         text = path.read_text(encoding="utf-8")
@@ -255,11 +255,9 @@ def write_results_markdown(path: Path, rows: list[dict]) -> None:
     rows = sorted(rows, key=lambda r: tuple(str(k) for k in _row_key(r)))
     note = json.dumps(f"rows of the generated block of {path.name}; written by main.py eval --results-md")
     # One row a line: a new run shows in a diff as the lines of the rows it changed.
-    blob = ('{"note": ' + note + ', "rows": [\n' + ",\n".join(json.dumps(r, sort_keys=True) for r in rows)
-            + "\n]}\n").encode("utf-8")
-    atomic_write_bytes(side, lambda f: f.write(blob))
-    atomic_write_bytes(path, lambda f: f.write((text[:start] + render_generated(rows, side.name) + text[end:])
-                                               .encode("utf-8")))
+    atomic_write_text(side, '{"note": ' + note + ', "rows": [\n'
+                      + ",\n".join(json.dumps(r, sort_keys=True) for r in rows) + "\n]}\n")
+    atomic_write_text(path, text[:start] + render_generated(rows, side.name) + text[end:])
 
 
 @contextmanager

@@ -5,20 +5,21 @@ sizes (:data:`THUMB_SIZES`; a request is served by the smallest bucket at least 
 view scales it down). The disk cache lives under :func:`engine.store.paths.cache_dir` /
 ``thumbnails`` and is keyed by the file's absolute path, modification time and size, so an
 edited photo gets a fresh thumbnail and a stale entry is simply never read again.
-Entries are written atomically (temporary file + rename), so a crash never leaves a
-half-written JPEG that would be served later.
+Entries are written atomically (:func:`engine.store.atomic.atomic_write_bytes`), so a killed
+process never leaves a half-written JPEG that would be served later; they are not fsync'ed
+(a cache), and an entry a power cut damaged fails to decode and is rebuilt.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from engine.errors import ImageLoadError
 from engine.imaging.images import load_image, resize_longest_side
+from engine.store.atomic import atomic_write_bytes
 from engine.store.paths import cache_dir
 
 THUMB_SIZES = (128, 256, 512)
@@ -73,21 +74,8 @@ def load_thumbnail(path: str | os.PathLike, size: int, root: Path | None = None)
     img = load_image(path, side)
     if max(img.size) > side:
         img = resize_longest_side(img, side)
-    _write_atomic(target, img)
-    return img
-
-
-def _write_atomic(target: Path, img: Image.Image) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                img.save(fh, "JPEG", quality=JPEG_QUALITY)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(target, lambda f: img.save(f, "JPEG", quality=JPEG_QUALITY), durable=False)
     except OSError:
         pass  # a read-only or full cache only costs speed, never the thumbnail itself
+    return img

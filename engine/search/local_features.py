@@ -48,9 +48,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from engine.imaging.images import crop_box, load_image
+from engine.store.atomic import atomic_write_bytes
 from engine.store.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -225,11 +226,9 @@ class LocalFeatureStore:
         if self.directory is None:
             return
         f = self._file(key)
-        try:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f"{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-            np.savez_compressed(tmp, geo=geo, desc=desc, size=np.array(full, np.int64))
-            os.replace(tmp, f)  # atomic: a parallel reader never sees half a file
+        try:  # atomic: a parallel reader never sees half a file; a cache, so not fsync'ed
+            atomic_write_bytes(f, lambda out: np.savez_compressed(out, geo=geo, desc=desc,
+                                                                  size=np.array(full, np.int64)), durable=False)
         except OSError as exc:  # a full or read-only disk only costs re-extraction later
             log.warning("could not write local-feature cache %s: %s", f, exc)
 

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from engine.errors import CatalogBusyError, CatalogError, LookalikeError
+from engine.store.atomic import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 DB_NAME = "catalog.sqlite"
@@ -96,38 +97,6 @@ def content_hash(path: str | os.PathLike, chunk: int = 65536) -> str:
             f.seek(off)
             h.update(f.read(chunk if size > 3 * chunk else size))
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Write a file through ``writer(fileobj)`` to a temp name, fsync, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)

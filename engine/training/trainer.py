@@ -10,13 +10,12 @@ maps or region values; see :mod:`engine.training.pipeline`). That keeps a CPU ru
 * Optimiser: SGD (ACTNET: lr 1e-3, weight decay 5e-4, momentum 0.9), loss ``triplet``
   (margin 0.1, hardest negative) or ``nra``.
 * Checkpoints: after every epoch, ``{model, optimizer, epoch, losses}`` written atomically
-  (:func:`engine.store.catalog.atomic_write_bytes`) and read with ``torch.load(weights_only=True)``.
+  (:func:`engine.store.atomic.atomic_write_bytes`) and read with ``torch.load(weights_only=True)``.
 * Progress: ``progress(TrainProgress)`` after every step, with an ETA; ``cancel`` (a
   ``threading.Event``) stops at the next step boundary (the last finished epoch is kept).
 """
 from __future__ import annotations
 
-import io
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from engine.store.catalog import atomic_write_bytes
+from engine.store.atomic import atomic_write_bytes
 from engine.training.losses import nra_loss, triplet_hardest_negative
 
 
@@ -116,9 +115,7 @@ class Trainer:
             return
         obj = {"model": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
                "epoch": epoch, "losses": torch.tensor(losses, dtype=torch.float64)}
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        atomic_write_bytes(self.checkpoint, lambda f: f.write(buf.getvalue()))
+        atomic_write_bytes(self.checkpoint, lambda f: torch.save(obj, f))
 
     def load_checkpoint(self) -> tuple[int, list[float]]:
         """Restore the checkpoint if there is one: ``(epochs done, their losses)``."""

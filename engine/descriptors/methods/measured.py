@@ -28,8 +28,7 @@ def load_measured(path: Path = MEASURED_FILE) -> dict[str, dict[str, Any]]:
 
 def write_measured(methods: dict[str, dict[str, Any]], note: str, path: Path = MEASURED_FILE) -> None:
     """Replace the file with ``methods`` (see :func:`load_measured`) and a provenance ``note``."""
-    from engine.store.catalog import atomic_write_bytes
+    from engine.store.atomic import atomic_write_text
 
-    blob = json.dumps({"note": note, "methods": methods}, indent=1, sort_keys=True).encode("utf-8")
-    atomic_write_bytes(Path(path), lambda f: f.write(blob))
+    atomic_write_text(path, json.dumps({"note": note, "methods": methods}, indent=1, sort_keys=True))
     load_measured.cache_clear()
