@@ -4,7 +4,9 @@
 * Any Pillow mode (P, LA, RGBA, CMYK, I;16, F...) becomes 8-bit RGB; alpha is composited on white.
 * Big JPEGs are decoded with draft mode (DCT scaling) at no less than the size the method needs.
 * Decompression bombs are refused with a reason instead of exhausting memory.
-* Animated GIF/WebP use their first frame. HEIC/HEIF works when ``pillow-heif`` is installed.
+* Animated GIF/WebP use their first frame; 16-bit samples become 8-bit (RGB by the top byte,
+  one-channel by stretching its range).
+* HEIC/HEIF/AVIF (pillow-heif) and camera RAW (rawpy) are read by :mod:`engine.imaging.formats`.
 """
 from __future__ import annotations
 
@@ -16,25 +18,17 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from engine.errors import ImageLoadError
+from engine.imaging.formats import HEIF_EXTENSIONS, RAW_EXTENSIONS, heif_unsupported_reason, is_raw_path, load_raw
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp",
-    ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".heic", ".heif",
-})
+    ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+}) | RAW_EXTENSIONS | HEIF_EXTENSIONS
 # Refuse images above this many pixels (a 30000x30000 header is 900 MP). 200 MP covers
 # every consumer camera and panorama stitcher we know of.
 MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-try:  # optional HEIC support
-    from pillow_heif import register_heif_opener  # type: ignore
-
-    register_heif_opener()
-    HEIF_AVAILABLE = True
-except ImportError:  # pragma: no cover - depends on the optional extra
-    HEIF_AVAILABLE = False
-
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
@@ -73,6 +67,9 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
         size = path.stat().st_size
         if size == 0:
             raise ImageLoadError(path, "the file is empty (0 bytes)")
+        if is_raw_path(path):
+            img = load_raw(path, max_side)
+            return resize_longest_side(img, max_side) if max_side and max(img.size) > max_side else img
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -96,7 +93,8 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
     except Image.DecompressionBombWarning as exc:
         raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(path, "not a recognised image format (or the file is damaged)") from None
+        raise ImageLoadError(path, heif_unsupported_reason(path)
+                             or "not a recognised image format (or the file is damaged)") from None
     except PermissionError:
         raise ImageLoadError(path, "permission denied when reading the file") from None
     except FileNotFoundError:

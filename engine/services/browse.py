@@ -2,7 +2,7 @@
 
 Everything is read from the catalog (no file system walk), so opening a 50,000-photo
 collection that is already indexed costs one SQL query. ``date`` of a photo is the EXIF
-``DateTimeOriginal`` the indexer stored (``images.taken``, see ``engine.indexing.indexer.date_taken``),
+``DateTimeOriginal`` the indexer stored (``images.taken``, see ``engine.imaging.metadata.date_taken``),
 falling back to the file's modification time.
 """
 from __future__ import annotations
@@ -162,42 +162,41 @@ def photo_details(path: str | os.PathLike) -> dict:
 
     Missing or malformed EXIF gives missing keys, never an error (only an unreadable file raises).
     """
-    from PIL import Image
-
-    from engine.indexing.indexer import date_taken
+    from engine.imaging.metadata import read_header
 
     out: dict = {"size": os.path.getsize(path)}
-    with Image.open(path) as img:
-        w, h = img.size
-        exif = img.getexif()
-        if exif.get(0x0112, 1) in (5, 6, 7, 8):
-            w, h = h, w
-        out["width"], out["height"] = w, h
-        make, model = str(exif.get(0x010F, "")).strip("\x00 "), str(exif.get(0x0110, "")).strip("\x00 ")
-        if model and make and not model.lower().startswith(make.lower().split()[0]):
-            model = f"{make} {model}"
-        if model or make:
-            out["camera"] = model or make
-        taken = date_taken(img)
-        if taken is not None:
-            import time
+    header = read_header(path)
+    exif = header.exif
+    out["width"], out["height"] = header.width, header.height
+    make, model = str(exif.get(0x010F, "")).strip("\x00 "), str(exif.get(0x0110, "")).strip("\x00 ")
+    if model and make and not model.lower().startswith(make.lower().split()[0]):
+        model = f"{make} {model}"
+    if model or make:
+        out["camera"] = model or make
+    if header.taken is not None:
+        import time
 
-            out["date"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(taken))
-        try:
-            sub = exif.get_ifd(0x8769)
-            bits = []
-            if sub.get(0x829A):
-                t = float(sub[0x829A])
-                bits.append(f"1/{round(1 / t)} s" if 0 < t < 1 else f"{t:g} s")
-            if sub.get(0x829D):
-                bits.append(f"f/{float(sub[0x829D]):.2g}")
-            if sub.get(0x8827):
-                iso = sub[0x8827]
-                bits.append(f"ISO {iso[0] if isinstance(iso, tuple) else iso}")
-            if sub.get(0x920A):
-                bits.append(f"{float(sub[0x920A]):.3g} mm")  # rationals: 5.40625 mm reads as 5.41 mm
-            if bits:
-                out["exposure"] = " ".join(bits)
-        except Exception:  # malformed EXIF sub-IFD: no exposure line
-            pass
+        out["date"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(header.taken))
+    exposure = _exposure_line(header.exif_ifd)
+    if exposure:
+        out["exposure"] = exposure
     return out
+
+
+def _exposure_line(sub: dict) -> str:
+    """``"1/250 s f/2.8 ISO 100 5.41 mm"`` from the Exif sub-IFD; what is missing is left out."""
+    bits = []
+    try:
+        if sub.get(0x829A):
+            t = float(sub[0x829A])
+            bits.append(f"1/{round(1 / t)} s" if 0 < t < 1 else f"{t:g} s")
+        if sub.get(0x829D):
+            bits.append(f"f/{float(sub[0x829D]):.2g}")
+        if sub.get(0x8827):
+            iso = sub[0x8827]
+            bits.append(f"ISO {iso[0] if isinstance(iso, tuple) else iso}")
+        if sub.get(0x920A):
+            bits.append(f"{float(sub[0x920A]):.3g} mm")  # rationals: 5.40625 mm reads as 5.41 mm
+    except (TypeError, ValueError, ZeroDivisionError, IndexError):  # a malformed value: keep the rest
+        pass
+    return " ".join(bits)

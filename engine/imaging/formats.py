@@ -1,0 +1,94 @@
+"""Photo formats beyond what Pillow reads by itself: camera RAW (rawpy/LibRaw) and HEIC/AVIF
+(pillow-heif). :func:`engine.imaging.images.load_image` calls in here; nothing else should.
+
+RAW: the embedded preview is used when it is at least as large as the caller needs (cameras
+store a full-size JPEG: decoding it is ~50x faster than demosaicing and is what the camera
+showed), otherwise the sensor data is demosaiced (half size when that is still big enough).
+The orientation LibRaw reports (``sizes.flip``) is applied to either, since embedded previews
+usually carry no EXIF orientation of their own.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.errors import ImageLoadError
+
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf",
+                            ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mrw"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif", ".avif"})
+
+# LibRaw's ``flip`` (what LibRaw's own postprocess applies): 3 = turn 180 degrees, 5 = turn 90
+# degrees counter-clockwise (EXIF orientation 8), 6 = turn 90 degrees clockwise (EXIF 6).
+_FLIP_TO_TRANSPOSE = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90,
+                      6: Image.Transpose.ROTATE_270}
+
+try:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORT_ERROR: str | None = None
+except ImportError:  # a regular dependency; absent only in a hand-made environment
+    HEIF_SUPPORT_ERROR = "HEIC/HEIF/AVIF photos need the pillow-heif package (pip install pillow-heif)"
+
+
+def is_raw_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in RAW_EXTENSIONS
+
+
+def heif_unsupported_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read here, when it is a HEIF-family file and the plugin is missing."""
+    return HEIF_SUPPORT_ERROR if Path(path).suffix.lower() in HEIF_EXTENSIONS else None
+
+
+def load_raw(path: Path, max_side: int | None = None) -> Image.Image:
+    """Decode a camera RAW file as an upright RGB image, at least ``max_side`` on its longest side
+    when the sensor has that many pixels. Raises :class:`ImageLoadError` with a reason."""
+    try:
+        import rawpy
+    except ImportError:
+        raise ImageLoadError(path, "camera RAW files need the rawpy package (pip install rawpy)") from None
+    try:
+        with rawpy.imread(str(path)) as raw:
+            flip = raw.sizes.flip
+            sensor_side = max(raw.sizes.width, raw.sizes.height)
+            img = _embedded_preview(raw, max_side or sensor_side)
+            if img is None:
+                half = bool(max_side) and sensor_side >= 2 * max_side
+                rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8, user_flip=0)
+                img = Image.fromarray(np.ascontiguousarray(rgb))
+    except rawpy.LibRawFileUnsupportedError:
+        raise ImageLoadError(path, "this camera RAW format is not supported by LibRaw "
+                                   "(or the file is not a RAW file)") from None
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        raise ImageLoadError(path, f"the RAW file could not be decoded: {exc}") from None
+    transpose = _FLIP_TO_TRANSPOSE.get(flip)
+    return img.transpose(transpose) if transpose is not None else img
+
+
+def _embedded_preview(raw, needed_side: int) -> Image.Image | None:
+    """The camera's own preview when it is a JPEG or bitmap with a longest side >= needed_side."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        with Image.open(io.BytesIO(thumb.data)) as preview:
+            if max(preview.size) < needed_side:
+                return None
+            preview.draft("RGB", _draft_size(preview.size, needed_side))
+            return preview.convert("RGB")
+    if thumb.format == rawpy.ThumbFormat.BITMAP and max(thumb.data.shape[:2]) >= needed_side:
+        return Image.fromarray(np.ascontiguousarray(thumb.data)).convert("RGB")
+    return None
+
+
+def _draft_size(size: tuple[int, int], needed_side: int) -> tuple[int, int]:
+    scale = max(1.0, max(size) / needed_side)
+    return max(1, int(size[0] / scale)), max(1, int(size[1] / scale))
