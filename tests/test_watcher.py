@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from engine.api import Collection
 from engine.store.catalog import CatalogStore, NewImage, content_hash
+from engine.indexing.indexer import Indexer, IndexReport
 from engine.indexing.watcher import FolderChanges, FolderWatcher
 from tests.conftest import make_photo
 
@@ -108,6 +109,37 @@ def test_a_failed_photo_is_new_again_only_after_it_changes(watched):
     assert FolderWatcher(cat).rescan().new == ()
     make_photo(3, (40, 30)).save(bad, "BMP")
     assert FolderWatcher(cat).rescan().new == (str(bad),)
+
+
+def test_indexer_and_watcher_classify_changes_alike(watched):
+    # Every state a file can be in, at once; the watcher's report and the indexer's scan of the
+    # same catalog must agree file by file (both ask engine.indexing.changes.classify_file).
+    cat, root, paths = watched
+    fid = cat.folders()[0][0]
+    paths[0].unlink()                                                  # deleted
+    make_photo(51, (200, 100)).save(paths[1], "BMP")                   # changed: other size
+    st = os.stat(paths[2])
+    os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))    # touched only
+    _edit_keeping_size_and_mtime(paths[3], 77)                         # changed in place
+    make_photo(52, (160, 120)).save(root / "new.bmp", "BMP")           # new
+    for name in ("still_broken.bmp", "fixed.bmp"):
+        (root / name).write_bytes(b"not an image")
+        st = os.stat(root / name)
+        cat.record_failures([(str(root / name), fid, st.st_size, st.st_mtime_ns, "not a recognised image format")])
+    make_photo(53, (40, 30)).save(root / "fixed.bmp", "BMP")           # failed before, changed since
+
+    ch = FolderWatcher(cat, hash_budget=None).rescan()
+    assert ch.new == (str(root / "fixed.bmp"), str(root / "new.bmp"))
+    assert ch.changed == (str(paths[1]), str(paths[3])) and ch.touched == (str(paths[2]),)
+    assert ch.deleted == (str(paths[0]),)
+
+    report = IndexReport()
+    indexer = Indexer(cat, SimpleNamespace(name="m"), extractor=None, verify_hashes=True)
+    todo, gone, errors = indexer.scan(cat.folders(), report)
+    assert sorted(f.path for f, _fid in todo) == sorted(ch.new + ch.changed)
+    assert tuple(gone) == ch.deleted and errors == []
+    assert report.unchanged == len(ch.touched) + 1  # the touched photo and paths[4]
+    assert report.failed == [(str(root / "still_broken.bmp"), "unchanged since it failed before")]
 
 
 def test_poll_rescans_after_the_interval_or_a_debounced_event():

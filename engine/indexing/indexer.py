@@ -17,7 +17,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Callable, Iterator, Sequence
 
 import numpy as np
@@ -27,6 +26,7 @@ from PIL import Image
 from engine.store.catalog import CatalogStore, NewImage, content_hash
 from engine.errors import ImageLoadError, LookalikeError
 from engine.imaging.images import is_image_path, load_image
+from engine.indexing.changes import FileChange, classify_file
 from engine.descriptors.methods import Method
 
 log = logging.getLogger(__name__)
@@ -333,14 +333,13 @@ class Indexer:
                     continue
                 seen.add(f.path)
                 k = known.get(f.path)
-                if k and (k[1], k[2]) == (f.size, f.mtime_ns) and k[0] in have and not (
-                        self._must_verify(f.path) and not self._same_content(f, k)):
-                    report.unchanged += 1
-                elif k and k[1] == f.size and k[0] in have and self._same_content(f, k):
-                    # Touched but not edited (copied back, mtime reset): keep the descriptor.
+                change = classify_file(f, k, failed.get(f.path), verify=self._must_verify(f.path),
+                                       described=k is not None and k[0] in have)
+                if change is FileChange.TOUCHED:  # not edited: keep the descriptor, store the new mtime
                     self.catalog.update_mtime(k[0], f.mtime_ns)
+                if change in (FileChange.UNCHANGED, FileChange.TOUCHED):
                     report.unchanged += 1
-                elif f.path in failed and failed[f.path] == (f.size, f.mtime_ns):
+                elif change is FileChange.FAILED_BEFORE:
                     report.failed.append((f.path, "unchanged since it failed before"))
                 else:
                     todo.append((f, folder_id))
@@ -353,13 +352,6 @@ class Indexer:
     def _must_verify(self, path: str) -> bool:
         v = self.verify_hashes
         return v if isinstance(v, bool) else path in v
-
-    @staticmethod
-    def _same_content(f: FoundFile, known: tuple[int, int, int, str]) -> bool:
-        try:
-            return content_hash(f.path) == known[3]
-        except OSError:
-            return False
 
     def run(self, folders: Sequence[tuple[int, str]] | None = None,
             progress: Callable[[IndexProgress], None] | None = None,

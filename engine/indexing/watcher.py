@@ -8,19 +8,15 @@ rescan come sooner, after a short debounce) and calls :meth:`FolderWatcher.poll`
 timer; the periodic rescan is the fallback for everything the OS watcher misses (network
 drives, too many folders, events lost while asleep).
 
-What a rescan does per file (the same decisions as :meth:`engine.indexing.indexer.Indexer.scan`):
-
-* not in the catalog -> ``new`` (unless it failed before and is unchanged since);
-* size differs -> ``changed``;
-* same size, other mtime -> content hash: differs -> ``changed``, same -> ``touched``
-  (nothing to recompute; the indexer only updates the stored mtime);
-* same size and mtime -> content hash for at most ``hash_budget`` such files per rescan,
-  taken round-robin so every photo is verified every ``ceil(N / hash_budget)`` rescans
-  (the hash reads three 64 KiB samples per file); differs -> ``changed`` and listed in
-  ``verify_paths``, which :meth:`engine.api.Collection.index` takes as ``verify_hashes``
-  so the indexer recomputes exactly those files;
-* in the catalog, not on disk -> ``deleted``; a folder that is missing altogether (drive
-  unplugged) is reported in ``missing_folders`` and its photos are *not* called deleted.
+What a rescan does per file: :func:`engine.indexing.changes.classify_file`, the rule the
+indexer applies too (new, changed, touched, unchanged, failed before), with one difference in
+cost: the content hash of files whose size and mtime did not change is compared for at most
+``hash_budget`` of them per rescan, taken round-robin so every photo is verified every
+``ceil(N / hash_budget)`` rescans (the hash reads three 64 KiB samples per file). Such a file
+found changed is also listed in ``verify_paths``, which :meth:`engine.api.Collection.index`
+takes as ``verify_hashes`` so the indexer recomputes exactly those files. In the catalog and
+not on disk -> ``deleted``; a folder that is missing altogether (drive unplugged) is reported
+in ``missing_folders`` and its photos are *not* called deleted.
 
 Limit (documented in docs/RELIABILITY.md): the hash samples the start, middle and end of a
 file, so an in-place edit that keeps size and mtime and touches only bytes between the
@@ -35,7 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.store.catalog import CatalogStore, content_hash
+from engine.store.catalog import CatalogStore
+from engine.indexing.changes import FileChange, KnownFile, classify_file
 from engine.indexing.indexer import FoundFile, walk_images
 
 
@@ -57,13 +54,6 @@ class FolderChanges:
     def summary(self) -> str:
         return (f"{len(self.new)} new, {len(self.changed)} changed, {len(self.deleted)} deleted"
                 + (f", {len(self.missing_folders)} folder(s) missing" if self.missing_folders else ""))
-
-
-def _same_hash(path: str, stored: str) -> bool | None:
-    try:
-        return content_hash(path) == stored
-    except OSError:
-        return None  # vanished or unreadable meanwhile: the indexer will record why
 
 
 class FolderWatcher:
@@ -116,7 +106,9 @@ class FolderWatcher:
         deleted: list[str] = []
         touched: list[str] = []
         missing: list[str] = []
-        stable: list[tuple[str, str]] = []  # (path, stored hash) with unchanged size and mtime
+        stable: list[tuple[FoundFile, KnownFile]] = []  # unchanged size and mtime: hash-verified by budget
+        # A file that failed before and is unchanged since is not reported: it waits until it changes.
+        reported = {FileChange.NEW: new, FileChange.CHANGED: changed, FileChange.TOUCHED: touched}
         for folder_id, folder in self.catalog.folders():
             if not os.path.isdir(folder):
                 missing.append(folder)
@@ -129,25 +121,21 @@ class FolderWatcher:
                     continue
                 seen.add(f.path)
                 k = known.get(f.path)
-                if k is None:
-                    if failed.get(f.path) != (f.size, f.mtime_ns):
-                        new.append(f.path)
-                elif k[1] != f.size:
-                    changed.append(f.path)
-                elif k[2] != f.mtime_ns:
-                    same = _same_hash(f.path, k[3])
-                    (touched if same else changed).append(f.path)
-                else:
-                    stable.append((f.path, k[3]))
+                change = classify_file(f, k, failed.get(f.path))
+                if change is FileChange.UNCHANGED:
+                    stable.append((f, k))
+                elif change in reported:
+                    reported[change].append(f.path)
             deleted.extend(p for p in known if p not in seen)
-        verify = [p for p, h in self._hash_sample(stable) if _same_hash(p, h) is False]
+        verify = [f.path for f, k in self._hash_sample(stable)
+                  if classify_file(f, k, None, verify=True) is FileChange.CHANGED]
         changed.extend(verify)
         return FolderChanges(tuple(sorted(new)), tuple(sorted(changed)), tuple(sorted(deleted)),
                              tuple(sorted(touched)), tuple(sorted(verify)), tuple(sorted(missing)))
 
-    def _hash_sample(self, stable: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The next ``hash_budget`` stat-unchanged files, round-robin over rescans."""
-        stable.sort()
+    def _hash_sample(self, stable: list[tuple[FoundFile, KnownFile]]) -> list[tuple[FoundFile, KnownFile]]:
+        """The next ``hash_budget`` stat-unchanged files, round-robin over rescans (in path order)."""
+        stable.sort(key=lambda item: item[0].path)
         if self.hash_budget is None or len(stable) <= self.hash_budget:
             return stable
         with self._lock:
