@@ -92,3 +92,21 @@ def _embedded_preview(raw, needed_side: int) -> Image.Image | None:
 def _draft_size(size: tuple[int, int], needed_side: int) -> tuple[int, int]:
     scale = max(1.0, max(size) / needed_side)
     return max(1, int(size[0] / scale)), max(1, int(size[1] / scale))
+
+
+def sidecar_key(path: str | os.PathLike) -> tuple[str, str]:
+    """Photos with one key are one shot saved twice by the camera (``IMG_1.CR2`` + ``IMG_1.JPG``):
+    the same folder and the same name up to case and extension."""
+    p = Path(path)
+    return str(p.parent), p.stem.casefold()
+
+
+def raw_sidecar_pairs(paths: list[str]) -> list[tuple[int, int]]:
+    """``(raw index, sidecar index)`` for every non-RAW photo that shares its folder and name
+    with a RAW one (a RAW+JPEG or RAW+HEIC pair from one exposure)."""
+    raws: dict[tuple[str, str], int] = {}
+    for k, p in enumerate(paths):
+        if is_raw_path(p):
+            raws.setdefault(sidecar_key(p), k)
+    return [(raws[sidecar_key(p)], k) for k, p in enumerate(paths)
+            if not is_raw_path(p) and sidecar_key(p) in raws]

@@ -15,6 +15,7 @@ import numpy as np
 from engine.search.ann import AnnConfig, build_vector_index
 from engine.store.catalog import CatalogStore
 from engine.errors import LookalikeError
+from engine.imaging.formats import raw_sidecar_pairs
 from engine.descriptors.methods import Method
 from engine.search.rerank import RERANKERS, RerankContext
 
@@ -54,6 +55,8 @@ class SearchIndex:
         self.vectors = np.ascontiguousarray(method.search_vectors(self.raw, self.fit_state), dtype=np.float32)
         self.index = build_vector_index(catalog, method.name, self.vectors, ann)
         self._row_of_path = {p: i for i, p in enumerate(self.paths)}
+        # A RAW's JPEG/HEIC side-car is the same exposure: results show the RAW only.
+        self._sidecar_rows = frozenset(s for _raw, s in raw_sidecar_pairs(list(self.paths)))
         # Rerankers' derived structures (diffusion graph) for this generation; the photos' ids
         # and the previous generation's kNN lists let diffusion update instead of rebuild.
         # Spatial verification keeps the photos' local features next to the catalog.
@@ -96,7 +99,8 @@ class SearchIndex:
         exclude = exclude or set()
         n = len(self.ids)
         qv = np.ascontiguousarray(self.method.search_vectors(query_raw[None, :], self.fit_state), dtype=np.float32)
-        k = min(n, max(top + len(exclude), self.shortlist) if (rerank != "none" or self._rescores()) else top + len(exclude))
+        hidden = len(exclude) + min(len(self._sidecar_rows), top)
+        k = min(n, max(top + hidden, self.shortlist) if (rerank != "none" or self._rescores()) else top + hidden)
         scores, idx = self.index.search(qv, k)
         scores, idx = scores[0], idx[0]
         keep = idx >= 0
@@ -115,7 +119,7 @@ class SearchIndex:
         out = []
         for s, i in zip(scores, idx):
             p = self.paths[i]
-            if p in exclude:
+            if p in exclude or i in self._sidecar_rows:
                 continue
             out.append((p, float(s), int(i)))
             if len(out) >= top:

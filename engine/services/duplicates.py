@@ -46,6 +46,7 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 
 from engine.store.catalog import ImageRecord
 from engine.errors import ImageLoadError
+from engine.imaging.formats import RAW_EXTENSIONS, is_raw_path, raw_sidecar_pairs, sidecar_key
 from engine.services.near_duplicate import NearDuplicateConfig, NearDuplicateVerifier, PairCheck
 
 # The similar tier's cosine threshold: chosen from the precision/recall sweep of the
@@ -69,8 +70,8 @@ RESOLVED = "resolved"   # a person reviewed the group (moved the others away, or
 KEEP_RULES = ("resolution", "file_size", "format", "folder", "oldest")
 KEEP_RULE_TITLES = {"resolution": "largest resolution", "file_size": "larger file",
                     "format": "preferred format", "folder": "preferred folder", "oldest": "oldest"}
-RAW_EXTENSIONS = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw")
-DEFAULT_FORMATS = RAW_EXTENSIONS + (".heic", ".heif")
+# Preferred formats, best first: camera RAW (engine.imaging.formats.RAW_EXTENSIONS), then HEIF.
+DEFAULT_FORMATS = tuple(sorted(RAW_EXTENSIONS)) + (".heic", ".heif")
 
 
 def size_text(n: int) -> str:
@@ -115,7 +116,10 @@ class KeepRules:
         members = list(members)
         # "Larger file" only tells photos of one format apart: across formats it is a tie.
         mixed = len({_format_family(m.path) for m in members}) > 1
-        return sorted(members, key=lambda m: self.key(m, mixed))
+        # A RAW's side-car never goes before it, whatever the rules: the RAW is the original.
+        raws = {sidecar_key(m.path) for m in members if is_raw_path(m.path)}
+        return sorted(members, key=lambda m: (not is_raw_path(m.path) and sidecar_key(m.path) in raws,
+                                              self.key(m, mixed)))
 
     def key(self, p: "PhotoInfo", mixed_formats: bool = False) -> tuple:
         out = []
@@ -129,6 +133,8 @@ class KeepRules:
     def reason(self, keep: "PhotoInfo", other: "PhotoInfo", mixed_formats: bool = False) -> str:
         """Why ``keep`` is suggested over ``other`` (the runner-up): the deciding rule, as
         :meth:`sort` applied it (``mixed_formats``: the group holds several formats)."""
+        if is_raw_path(keep.path) and _raw_and_sidecar(keep.path, other.path):
+            return "the camera's RAW original (the other file is its side-car of the same exposure)"
         for r in self.order:
             a, b = self.rank(r, keep), self.rank(r, other)
             if r == "file_size" and (mixed_formats or a[0] != b[0]):
@@ -171,6 +177,10 @@ def load_keep_rules(catalog) -> KeepRules:
 
 def save_keep_rules(catalog, rules: KeepRules) -> None:
     catalog.set_meta(KEEP_RULES_META, json.dumps(rules.to_json()))
+
+
+def _raw_and_sidecar(a: str, b: str) -> bool:
+    return is_raw_path(a) != is_raw_path(b) and sidecar_key(a) == sidecar_key(b)
 
 
 def _format_family(path: str) -> str:
@@ -398,11 +408,13 @@ def pairs_of(groups: Iterable[Sequence]) -> set[tuple]:
 
 
 def exact_groups(infos: Sequence[PhotoInfo]) -> list[list[int]]:
-    """Indices of photos sharing content hash and size (groups of size >= 2)."""
+    """Indices of photos sharing content hash and size, and of a RAW with its JPEG/HEIC
+    side-car (one exposure saved twice by the camera: exact tier, the RAW kept), groups of >= 2."""
     by: dict[tuple[str, int], list[int]] = {}
     for k, p in enumerate(infos):
         by.setdefault((p.hash, p.size), []).append(k)
-    return [g for g in by.values() if len(g) >= 2]
+    groups = [g for g in by.values() if len(g) >= 2]
+    return groups + [[raw, sidecar] for raw, sidecar in raw_sidecar_pairs([p.path for p in infos])]
 
 
 def pair_key(a: PhotoInfo, b: PhotoInfo) -> tuple[str, str]:
@@ -498,8 +510,9 @@ class DuplicateFinder:
         return self.decisions.get(pair_key(self.infos[a], self.infos[b]))
 
     def _same_content(self, a: int, b: int) -> bool:
+        """Identical files, or a RAW and its side-car (the same exposure: exact tier too)."""
         pa, pb = self.infos[a], self.infos[b]
-        return pa.hash == pb.hash and pa.size == pb.size
+        return (pa.hash == pb.hash and pa.size == pb.size) or _raw_and_sidecar(pa.path, pb.path)
 
     # -- verification ---------------------------------------------------------------------
     def find_rotation_pairs(self, progress: Callable[[int, int], None] | None = None,
@@ -683,8 +696,10 @@ class DuplicateFinder:
                     continue
                 exact = all(self._same_content(keep, m) for m in members[1:])
                 if exact:
+                    same_bytes = all(self.infos[m].hash == self.infos[keep].hash for m in members[1:])
                     grp = DuplicateGroup([self.infos[k] for k in members], "exact", 1.0,
-                                         "same content (identical files)", rules)
+                                         "same content (identical files)" if same_bytes
+                                         else "one exposure: the RAW and its JPEG/HEIC side-car", rules)
                 else:
                     weakest = min((self.check(keep, m) for m in members[1:] if not self._same_content(keep, m)),
                                   key=lambda r: r.agreement)
