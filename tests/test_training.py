@@ -7,11 +7,13 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine.descriptors.methods.actnet import ActnetHead
-from engine.training.data import (data_hash, load_folder_groups, load_labelled, split_groups,
-                                  strong_augment)
+from engine.evaluation.metrics import rank_by_score, score_query
+from engine.errors import LookalikeError
+from engine.training.data import (data_hash, load_folder_groups, load_labelled, merge_overlapping_groups,
+                                  split_groups, strong_augment)
+from engine.training.pipeline import retrieval_map
 from engine.training.losses import nra_loss, nra_similarities, triplet_hardest_negative
 from engine.training.trainer import TrainConfig, Trainer, epoch_batches
 
@@ -81,15 +83,43 @@ def test_nra_loss_is_lower_for_better_separated_groups():
 
 
 # -- data -----------------------------------------------------------------------------------
+def _write_gt(root, gt):
+    (root / "images").mkdir()
+    for i, name in enumerate(gt["images"]):
+        make_photo(i, (64, 48)).save(root / "images" / name)
+    (root / "ground_truth.json").write_text(json.dumps(gt))
+
+
 def test_ground_truth_groups_merge_overlapping_query_positives(tmp_path):
-    (tmp_path / "images").mkdir()
-    gt = {"images_dir": "images", "images": ["a", "b", "c", "d", "e"],
-          "queries": [{"image": "a", "positives": ["a", "b"]}, {"image": "b", "positives": ["b", "c"]},
-                      {"image": "d", "positives": ["d", "e"]}]}
-    (tmp_path / "ground_truth.json").write_text(json.dumps(gt))
+    _write_gt(tmp_path, {"protocol": "ukbench", "images": ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"],
+                         "queries": [{"image": "a.jpg", "positives": ["a.jpg", "b.jpg"]},
+                                     {"image": "b.jpg", "positives": ["b.jpg", "c.jpg"]},
+                                     {"image": "d.jpg", "positives": ["e.jpg"]}]})
     data = load_labelled(tmp_path)
     groups = sorted(sorted(p.name for p in data.subset(ix).paths) for ix in data.groups().values())
-    assert groups == [["a", "b", "c"], ["d", "e"]]
+    assert groups == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]  # d: the query joins its positives
+
+
+def test_a_query_photo_that_is_its_own_junk_stays_out_of_its_group(tmp_path):
+    _write_gt(tmp_path, {"protocol": "oxford", "images": ["q.jpg", "p1.jpg", "p2.jpg", "x.jpg", "y.jpg"],
+                         "queries": [{"image": "q.jpg", "positives": ["p1.jpg", "p2.jpg"], "junk": ["q.jpg"]},
+                                     {"image": "x.jpg", "positives": ["x.jpg", "y.jpg"]}]})
+    names = sorted(p.name for p in load_labelled(tmp_path).paths)
+    assert names == ["p1.jpg", "p2.jpg", "x.jpg", "y.jpg"]
+
+
+def test_training_reads_ground_truth_with_the_evaluation_parser(tmp_path):
+    # The validating parser of engine.evaluation.dataset: a bad entry is named, not half-read.
+    _write_gt(tmp_path, {"protocol": "ukbench", "images": ["a.jpg", "b.jpg"],
+                         "queries": [{"image": "a.jpg", "positives": ["a.jpg", "missing.jpg"]}]})
+    with pytest.raises(LookalikeError, match=r"ground_truth.json: queries\[0\].*'missing.jpg' is not in 'images'"):
+        load_labelled(tmp_path)
+
+
+def test_overlapping_groups_merge_through_chains_and_keep_a_stable_order():
+    assert merge_overlapping_groups([["m", "n"], ["c", "b"], ["z"], ["n", "a"], ["b", "d"]]) == \
+        [["a", "m", "n"], ["b", "c", "d"], ["z"]]
+    assert merge_overlapping_groups([]) == []
 
 
 def test_folder_per_group_layout_and_group_split_are_disjoint(tmp_path):
@@ -118,6 +148,24 @@ def test_strong_augment_is_deterministic_keeps_size_and_changes_pixels():
 def test_data_hash_depends_on_content_not_order():
     assert data_hash(["a.jpg", "b.jpg"], ["1", "2"]) == data_hash(["b.jpg", "a.jpg"], ["2", "1"])
     assert data_hash(["a.jpg", "b.jpg"], ["1", "2"]) != data_hash(["a.jpg", "b.jpg"], ["1", "3"])
+
+
+def test_training_map_is_the_evaluation_map():
+    # Each item queries the others. Item 0's nearest is of the other label and its group mate
+    # comes second: a non-interpolated AP would give 1/2 there, Oxford's AP (what eval reports) 1/4.
+    labels = np.array([0, 1, 0, 1])
+    vectors = _unit(0, 10, 40, 25).numpy()
+    names = [f"{i}.jpg" for i in range(len(labels))]
+    sims = vectors @ vectors.T
+    expected = [score_query([names[j] for j in rank_by_score(sims[i])], names[i],
+                            [names[j] for j in range(len(labels)) if labels[j] == labels[i]],
+                            exclude_query=True).ap for i in range(len(labels))]
+    non_interpolated = []
+    for i in range(len(labels)):
+        rel = np.array([labels[j] == labels[i] for j in rank_by_score(sims[i]) if j != i], float)
+        non_interpolated.append(float((np.cumsum(rel) / np.arange(1, len(rel) + 1) * rel).sum() / rel.sum()))
+    assert np.mean(expected) != pytest.approx(np.mean(non_interpolated))  # the two definitions differ here
+    assert retrieval_map(vectors, labels) == pytest.approx(np.mean(expected), abs=1e-12)
 
 
 # -- trainer --------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 Two labelled layouts are read:
 
-* a benchmark folder with ``ground_truth.json`` (``../shared/datasets/README.md`` format):
-  its ``groups`` list when present, otherwise each query's positives form a group (groups
-  that share an image are merged);
+* a benchmark folder with ``ground_truth.json``, read and validated by
+  :func:`engine.evaluation.dataset.load_ground_truth` (the parser ``eval`` uses): each query's
+  positives and the query photo itself form a group (the query photo left out where it is
+  its own junk, as in the strict landmark sets), and groups that share an image are merged
+  (so the photos of one UKBench object, one Holidays scene, one landmark are one group);
 * a folder of folders: every sub-folder is one group (its images, recursively).
 
 Self-supervised training on a personal collection has no labels: each photo is its own group
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from engine.errors import LookalikeError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from engine.evaluation.dataset import load_ground_truth
+from engine.imaging.images import is_image_path
 
 
 @dataclass
@@ -51,36 +54,30 @@ class LabelledImages:
         return LabelledImages([self.paths[i] for i in idx], self.labels[idx].copy(), self.source)
 
 
-def _merge_groups(groups: list[list[str]]) -> list[list[str]]:
-    parent: dict[str, str] = {}
-
-    def find(a: str) -> str:
-        while parent.setdefault(a, a) != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for g in groups:
-        for name in g:
-            find(name)
-        for name in g[1:]:
-            parent[find(name)] = find(g[0])
-    merged: dict[str, list[str]] = {}
-    for name in parent:
-        merged.setdefault(find(name), []).append(name)
-    return [sorted(v) for _k, v in sorted(merged.items())]
+def merge_overlapping_groups(groups: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Groups that share a name merged into one (connected components of "listed together");
+    each group sorted, the groups ordered by their first name."""
+    names = sorted({n for g in groups for n in g})
+    index = {n: i for i, n in enumerate(names)}
+    pairs = [(index[g[0]], index[n]) for g in groups if g for n in g[1:]]
+    rows, cols = (list(side) for side in zip(*pairs)) if pairs else ([], [])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(names), len(names)))
+    _count, component = connected_components(graph, directed=False)
+    merged: dict[int, list[str]] = {}
+    for name, c in zip(names, component.tolist()):
+        merged.setdefault(c, []).append(name)
+    return sorted(merged.values())
 
 
 def load_ground_truth_groups(folder: Path) -> LabelledImages:
-    """Groups of a ``ground_truth.json`` benchmark folder (images not in any group are left out)."""
-    gt = json.loads((folder / "ground_truth.json").read_text())
-    img_dir = folder / gt.get("images_dir", "images")
-    groups = gt.get("groups") or [q.get("positives", []) for q in gt.get("queries", [])]
-    groups = _merge_groups([list(g) for g in groups if g])
+    """Groups of a ``ground_truth.json`` benchmark folder (images of no query are left out)."""
+    dataset = load_ground_truth(folder)
+    groups = merge_overlapping_groups([[*q.positives, *([q.image] if q.image not in q.junk else [])]
+                                       for q in dataset.queries])
     paths, labels = [], []
     for gi, g in enumerate(groups):
         for name in g:
-            paths.append(img_dir / name)
+            paths.append(dataset.path_of(name))
             labels.append(gi)
     return LabelledImages(paths, np.asarray(labels, dtype=np.int64), str(folder))
 
@@ -91,7 +88,7 @@ def load_folder_groups(folder: Path) -> LabelledImages:
     subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     for gi, sub in enumerate(subs):
         for p in sorted(sub.rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.is_file() and is_image_path(p):
                 paths.append(p)
                 labels.append(gi)
     return LabelledImages(paths, np.asarray(labels, dtype=np.int64), str(folder))

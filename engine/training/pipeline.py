@@ -22,6 +22,7 @@ import torch
 
 from engine.errors import LookalikeError
 from engine.descriptors.methods.base import is_trainable  # noqa: F401  (re-exported: the GUI and CLI ask here)
+from engine.evaluation.metrics import compute_ap, rank_by_score
 from engine.imaging.images import load_image
 from engine.training.data import strong_augment
 from engine.training.trainer import TrainConfig, Trainer, TrainProgress, TrainResult
@@ -98,16 +99,17 @@ def trained_state(method, config: TrainConfig, data_hash: str, result: TrainResu
 
 # -- evaluation of a head on labelled items ----------------------------------------------
 def retrieval_map(vectors: np.ndarray, labels: np.ndarray) -> float:
-    """Mean average precision when every item queries all the others (itself excluded)."""
+    """Mean average precision when every item queries all the others (itself excluded), by
+    the ranking and AP ``eval`` reports (:mod:`engine.evaluation.metrics`: ties in item order,
+    Oxford's AP), so "keep the trained weights if the held-out mAP improves" is judged by the
+    number the evaluation would show. Items without another of their label are skipped."""
     sims = vectors @ vectors.T
     aps = []
     for i in range(len(labels)):
-        order = [j for j in np.argsort(-sims[i], kind="stable") if j != i]
-        rel = (labels[order] == labels[i]).astype(np.float64)
-        if rel.sum() == 0:
-            continue
-        prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
-        aps.append(float((prec * rel).sum() / rel.sum()))
+        order = [j for j in rank_by_score(sims[i]) if j != i]
+        relevant = labels[order] == labels[i]
+        if relevant.any():
+            aps.append(compute_ap(np.flatnonzero(relevant), int(relevant.sum())))
     return float(np.mean(aps)) if aps else 0.0
 
 
