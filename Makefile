@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test results bench clean
+.PHONY: run test results bench clean install-desktop uninstall-desktop
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,24 @@ results: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The desktop menu entry, AppStream metainfo and icon, for this user (freedesktop paths). The
+# entry runs this checkout's .venv/bin/lookalike-gui, so `make run` must have set it up.
+DATA_HOME ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)
+APP_ID := io.github.lookalike.Lookalike
+install-desktop: $(STAMP)
+	install -d "$(DATA_HOME)/applications" "$(DATA_HOME)/metainfo" "$(DATA_HOME)/icons/hicolor/scalable/apps"
+	sed -e 's|@EXEC@|"$(abspath $(VENV))/bin/lookalike-gui"|' -e 's|@TRYEXEC@|$(abspath $(VENV))/bin/lookalike-gui|' \
+		resources/desktop/$(APP_ID).desktop.in \
+		> "$(DATA_HOME)/applications/$(APP_ID).desktop"
+	install -m 644 resources/desktop/$(APP_ID).metainfo.xml "$(DATA_HOME)/metainfo/"
+	install -m 644 resources/lookalike.svg "$(DATA_HOME)/icons/hicolor/scalable/apps/$(APP_ID).svg"
+	-update-desktop-database -q "$(DATA_HOME)/applications" 2>/dev/null
+	@echo "Lookalike is in the desktop menu ($(DATA_HOME)/applications/$(APP_ID).desktop)"
+
+uninstall-desktop:
+	rm -f "$(DATA_HOME)/applications/$(APP_ID).desktop" "$(DATA_HOME)/metainfo/$(APP_ID).metainfo.xml" \
+		"$(DATA_HOME)/icons/hicolor/scalable/apps/$(APP_ID).svg"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

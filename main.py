@@ -17,5 +17,13 @@ def cli() -> int:
     return main(gui_runner=run_gui)
 
 
+def gui_main() -> int:
+    """``lookalike-gui [OPTIONS] [PHOTO]``: the desktop menu's entry (its ``Exec=... %F``); a
+    photo given, e.g. opened with Lookalike from a file manager, is the first query."""
+    from engine.cli import main
+
+    return main(["gui", *sys.argv[1:]], gui_runner=run_gui)
+
+
 if __name__ == "__main__":
     sys.exit(cli())

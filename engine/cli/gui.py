@@ -9,6 +9,8 @@ from engine.errors import LookalikeError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_catalog_argument(p)
+    p.add_argument("photo", nargs="?", default=None,
+                   help="a photo to search with once the window is open (what a file manager passes)")
     p.add_argument("--query", metavar="IMAGE", default=None, help="run this query once the window is open")
     p.add_argument("--screenshot", metavar="FILE.png", default=None,
                    help="save a screenshot of the window once results are shown, then exit")
@@ -22,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # The engine never imports Qt or gui/: main.py, which sits above both, hands the window's
     # entry in as ``gui_runner`` (see engine.cli.main).
+    if args.photo and not args.query:
+        args.query = args.photo
     runner = getattr(args, "gui_runner", None)
     if runner is None:
         raise LookalikeError("the desktop application starts from main.py (`python main.py gui`, "
