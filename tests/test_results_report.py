@@ -7,8 +7,8 @@ import pytest
 from engine.errors import LookalikeError
 from engine.evaluation.dataset import Dataset, Query
 from engine.evaluation.metrics import score_query, summarize
-from engine.evaluation.report import (BEGIN, DATA_PREFIX, END, load_rows, rows_file_for, update_measured,
-                                      update_results_markdown)
+from engine.evaluation.report import (BEGIN, DATA_PREFIX, END, load_rows, rows_file_for, short_query_name,
+                                      update_measured, update_results_markdown)
 from engine.evaluation.runner import MethodResult
 from engine.descriptors.methods import METHODS
 from engine.descriptors.methods.measured import load_measured
@@ -184,3 +184,9 @@ def test_set_is_checked_against_every_method_before_any_work(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing"), "--method", "rmac", "--method", "ramac",
                  "--set", "scales=[1,0.5]"]) == 2
     assert "no such setting for ramac" in capsys.readouterr().err
+
+
+def test_query_column_titles_drop_exactly_the_image_extensions_the_app_indexes():
+    assert [short_query_name(n) for n in ("imgs/a.JPG", "b.heic", "c.dng", "d.webp")] == ["a", "b", "c", "d"]
+    assert short_query_name("christ_church_1") == "christ_church_1"
+    assert short_query_name("notes.txt") == "notes.txt"  # not an image extension: kept whole

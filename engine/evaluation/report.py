@@ -33,6 +33,7 @@ import numpy as np
 from engine.evaluation.dataset import Dataset
 from engine.evaluation.metrics import precision_recall_curve
 from engine.evaluation.runner import MethodResult
+from engine.imaging.images import is_image_path
 
 BEGIN = "<!-- BEGIN GENERATED RESULTS -->"
 END = "<!-- END GENERATED RESULTS -->"
@@ -157,8 +158,8 @@ def short_query_name(label: str) -> str:
     """A query's column title: its ground-truth id (``christ_church_1``), or its image's file
     name without folder and extension when it has no id."""
     name = label.replace("\\", "/").rsplit("/", 1)[-1]
-    stem, dot, ext = name.rpartition(".")
-    return stem if dot and stem and ext.lower() in {"jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "heic"} else name
+    stem, dot, _ext = name.rpartition(".")
+    return stem if dot and stem and is_image_path(name) else name
 
 
 def _per_query_tables(rows: list[dict]) -> list[str]:
