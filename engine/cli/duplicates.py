@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.services.duplicates import (KEEP_RULES, TIERS, DuplicateFinder, PhotoInfo, load_keep_rules, not_duplicates,
                               save_keep_rules, tier_counts)
     from engine.errors import LookalikeError
-    from engine.cli.progress import format_eta
+    from engine.services.formatting import format_duration
 
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise LookalikeError(f"--threshold must be in (0, 1], got {args.threshold}.")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             if p.done == p.total or p.done % 1024 < 64:
                 print(f"hashing photos (for rotated copies): {p.done}/{p.total}", file=sys.stderr)
         elif p.done == p.total or p.done % 512 < 64:
-            print(f"verifying candidate pairs: {p.done}/{p.total} ({p.cached} known), ETA {format_eta(p.eta_s)}",
+            print(f"verifying candidate pairs: {p.done}/{p.total} ({p.cached} known), ETA {format_duration(p.eta_s)}",
                   file=sys.stderr)
 
     finder.verify(progress=progress)
