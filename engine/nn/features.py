@@ -18,6 +18,7 @@ from PIL import Image
 
 from engine.nn.backbones import DEFAULT_BACKBONE, Backbone, get_backbone
 from engine.nn.device import run_batched_with_fallback, select_device
+from engine.nn.onnx_trunk import OnnxTrunk, cpu_runtime_wanted, onnxruntime_version
 from engine.imaging.images import resize_longest_side
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,15 @@ class FeatureExtractor:
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, device: str | torch.device = "auto",
                  weights: str | Path | None = None, batch_size: int | None = None, half: bool | None = None,
-                 channels_last: bool = True):
+                 channels_last: bool = True, runtime: str = "auto"):
         """``batch_size``: images per forward pass (None: ``CPU_FORWARD_BATCH`` on the CPU,
         ``ACCELERATOR_FORWARD_BATCH`` on an accelerator). ``half``: fp16 weights and inputs on CUDA
         (None = on CUDA only; never on the CPU, where fp16 convolutions are slow).
         ``channels_last``: NHWC memory format (on 2 CPU cores ~1.5x faster for the default
-        backbone, see docs/BENCHMARKS.md); outputs are the same up to float rounding."""
+        backbone, see docs/BENCHMARKS.md); outputs are the same up to float rounding.
+        ``runtime``: "auto" runs the trunk on ONNX Runtime when the device is the CPU and it is
+        installed (:mod:`engine.nn.onnx_trunk`; ``LOOKALIKE_RUNTIME=torch`` turns it off),
+        "torch" always uses PyTorch."""
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.backbone_name = backbone
         self.weights = weights
@@ -60,6 +64,27 @@ class FeatureExtractor:
         self._half_backbone: Backbone | None = copy.deepcopy(self.backbone).half() if self.half else None
         self._cpu_backbone: Backbone | None = None
         self._lock = threading.Lock()
+        self.use_onnx = runtime != "torch" and cpu_runtime_wanted()
+        self._onnx_trunks: dict[tuple[str, ...], OnnxTrunk | None] = {}
+
+    def runtime_description(self) -> str:
+        """What runs the network, as the app and ``methods`` show it."""
+        if self.device.type == "cpu" and self.use_onnx and any(self._onnx_trunks.values()):
+            return f"ONNX Runtime {onnxruntime_version()} on the CPU"
+        if self.device.type == "cpu" and self.use_onnx and not self._onnx_trunks:
+            return f"ONNX Runtime {onnxruntime_version()} on the CPU (exported at the first photo)"
+        return f"PyTorch {torch.__version__.split('+')[0]} on {self.device.type.upper()}"
+
+    def _onnx_trunk(self, taps: tuple[str, ...]) -> OnnxTrunk | None:
+        """The exported trunk for ``taps``, or None (PyTorch) when export or its check fails."""
+        if taps not in self._onnx_trunks:
+            try:
+                self._onnx_trunks[taps] = OnnxTrunk(self._model_on(torch.device("cpu")), taps)
+            except (RuntimeError, ValueError, OSError, ImportError, torch.onnx.errors.OnnxExporterError) as exc:
+                log.warning("ONNX Runtime not used for %s taps %s, PyTorch runs them: %s",
+                            self.backbone_name, list(taps), exc)
+                self._onnx_trunks[taps] = None
+        return self._onnx_trunks[taps]
 
     def _optimised(self, model: Backbone) -> Backbone:
         # The backbone is cached per (name, weights, device) and shared: converting its memory
@@ -98,6 +123,10 @@ class FeatureExtractor:
             groups.setdefault(tuple(t.shape[-2:]), []).append(i)
 
         def run(chunk: Sequence[int], device: torch.device) -> list[dict[str, torch.Tensor]]:
+            trunk = self._onnx_trunk(tuple(taps)) if device.type == "cpu" and self.use_onnx else None
+            if trunk is not None:
+                arrays = trunk.run(torch.stack([tensors[i] for i in chunk]).numpy())
+                return [{t: torch.from_numpy(a[j]) for t, a in zip(trunk.taps, arrays)} for j in range(len(chunk))]
             model = self._model_on(device)
             dtype = next(model.parameters()).dtype
             x = torch.stack([tensors[i] for i in chunk])
