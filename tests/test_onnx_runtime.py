@@ -72,3 +72,14 @@ def test_lookalike_runtime_torch_turns_onnx_off(monkeypatch):
     assert not FeatureExtractor(device="cpu").use_onnx
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "auto")
     assert FeatureExtractor(device="cpu").use_onnx
+
+
+def test_methods_says_what_runs_the_network(monkeypatch, capsys):
+    from engine.cli import main
+
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "auto")
+    assert main(["methods"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("the network runs on: ONNX Runtime")
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    assert main(["methods"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("the network runs on: PyTorch")

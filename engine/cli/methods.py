@@ -13,10 +13,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.api import list_methods
 
+    from engine.nn.features import planned_runtime
+
     methods = list_methods()
+    runtime = planned_runtime()
     if args.json:
-        print_json(methods)
+        print_json([{**m, "runtime": runtime} for m in methods])
     else:
+        print(f"the network runs on: {runtime}")
         width = max(len(m["name"]) for m in methods)
         for m in methods:
             mark = " (default)" if m.get("default") else ""

@@ -39,6 +39,15 @@ CPU_FORWARD_BATCH = 1
 ACCELERATOR_FORWARD_BATCH = 8
 
 
+def planned_runtime(device: str = "auto") -> str:
+    """What will run the network for ``device`` (as :meth:`FeatureExtractor.runtime_description`
+    says once running), without loading a model."""
+    chosen = select_device(device)
+    if chosen.type == "cpu" and cpu_runtime_wanted():
+        return f"ONNX Runtime {onnxruntime_version()} on the CPU"
+    return f"PyTorch {torch.__version__.split('+')[0]} on {chosen.type.upper()}"
+
+
 class FeatureExtractor:
     """A backbone on a device, turning images into feature maps of selected taps."""
 
