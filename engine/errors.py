@@ -32,3 +32,11 @@ class CatalogBusyError(LookalikeError):
 
 class CancelledError(LookalikeError):
     """Long work was cancelled by the user."""
+
+
+class CatalogDamagedError(CatalogError):
+    """The catalog's SQLite file is damaged; ``lookalike repair`` salvages what it can."""
+
+
+class UnsafePathError(LookalikeError):
+    """A path read from a catalog, dataset or settings file points outside its root."""

@@ -65,7 +65,7 @@ CHILD = textwrap.dedent("""
     elif point == "transaction":
         real_encode = c.encode_path
         def encode(path):
-            if sys._getframe(1).f_code.co_name == "add_batch":
+            if sys._getframe(1).f_code.co_name == "_store_image":  # inside add_batch's transaction
                 hit()
             return real_encode(path)
         c.encode_path = encode
@@ -314,7 +314,7 @@ def _set_schema(cat: Path, version: int) -> None:
 
 def test_older_schema_is_refused_with_a_clear_message_and_left_untouched(tmp_path):
     CatalogStore(tmp_path / "cat").close()
-    _set_schema(tmp_path / "cat", SCHEMA_VERSION - 1)
+    _set_schema(tmp_path / "cat", 0)  # schema 1 is the first; 1 itself is migrated (test_catalog_integrity)
     before = (tmp_path / "cat" / "catalog.sqlite").read_bytes()
     with pytest.raises(CatalogError, match="old schema"):
         CatalogStore(tmp_path / "cat")

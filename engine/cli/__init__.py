@@ -37,6 +37,17 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE", default=None, help="backbone weights file (.pth) to use instead of the default")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (``--batch-size``, ``--top``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import LookalikeError
-from engine.cli import Command, add_catalog_argument, add_device_argument, print_json
+from engine.cli import Command, add_catalog_argument, add_device_argument, positive_int, print_json
 from engine.cli.progress import ProgressBar
 
 
@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_catalog_argument(p)
     p.add_argument("--method", default=None, help="descriptor method (see 'lookalike methods')")
     add_device_argument(p)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="photos per catalog commit (default 8)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 

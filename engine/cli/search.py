@@ -7,10 +7,11 @@ that fails is reported on stderr and the others still run (exit status 2 at the 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from engine.search.rerank import DEFAULT_RERANK, RERANKERS
-from engine.cli import Command, add_catalog_argument, add_device_argument, print_json
+from engine.cli import Command, add_catalog_argument, add_device_argument, positive_int, print_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_catalog_argument(p)
     p.add_argument("--method", default=None, help="descriptor method (default: the collection's)")
     add_device_argument(p)
-    p.add_argument("--top", type=int, default=20, help="number of results")
+    p.add_argument("--top", type=positive_int, default=20, help="number of results")
     p.add_argument("--exclude-query", action="store_true", help="leave the query itself out of the results")
     p.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), default=None,
                    help="query only this region of the image (pixels)")
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.api import Collection
     from engine.errors import LookalikeError
 
+    box = checked_box(args.box)
     col = Collection.open(args.catalog, create=False, device=args.device, weights=args.weights)
-    box = tuple(args.box) if args.box else None
 
     def search(image: str) -> list[dict]:
         results = col.search(image, method=args.method, top=args.top, exclude_query=args.exclude_query,
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             print_json(found)
         else:
             show(found)
+        warn_unsearchable(col, args.method)
         return 0
     answers, failed = [], 0
     for image in args.image:
@@ -66,7 +68,30 @@ def run(args: argparse.Namespace) -> int:
             show(found)
     if args.json:
         print_json(answers)
+    warn_unsearchable(col, args.method)
     return 2 if failed else 0
+
+
+def checked_box(box: list[float] | None) -> tuple[float, float, float, float] | None:
+    """``--box X1 Y1 X2 Y2`` as a tuple, or a clear error for NaN, infinite or empty boxes."""
+    from engine.errors import LookalikeError
+
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box) or x2 <= x1 or y2 <= y1 or min(box) < 0:
+        raise LookalikeError(f"--box {' '.join(f'{v:g}' for v in box)}: give X1 Y1 X2 Y2 in pixels, finite, "
+                             f"not negative, with X2 > X1 and Y2 > Y1.")
+    return x1, y1, x2, y2
+
+
+def warn_unsearchable(col, method: str | None) -> None:
+    """Say on stderr how many photos the search could not look at (damaged shards)."""
+    skipped = col.catalog.skipped_at_last_load(col.method(method).name)
+    if skipped:
+        print(f"lookalike: warning: {skipped} photos could not be searched (their descriptors are damaged); "
+              f"'lookalike index' or 'lookalike repair --catalog {col.directory}' describes them again.",
+              file=sys.stderr)
 
 
 COMMAND = Command("search", "find the photos most similar to an image", add_arguments, run)
