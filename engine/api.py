@@ -6,6 +6,12 @@
     results = col.search("query.jpg", top=20)   # [SearchResult(path, score, image_id)]
 
 Heavy objects (backbone, faiss index) are built once and reused while valid.
+
+The desktop window reaches the engine only through this module, :mod:`engine.services` and
+:mod:`engine.errors` (``tests/test_architecture.py``), so what it needs from elsewhere in the
+engine is re-exported or wrapped here: image decoding and thumbnails, the catalog folder's
+default place, the accelerator's name, score calibration, the folder watcher, training and
+the catalog facts and decisions it shows (``Collection`` methods below).
 """
 from __future__ import annotations
 
@@ -21,15 +27,19 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from engine.nn.backbones import DEFAULT_BACKBONE
-from engine.store.catalog import CatalogStore
+from engine.nn.backbones import DEFAULT_BACKBONE, imagenet_category  # noqa: F401  (re-exported for the GUI)
+from engine.store.catalog import DB_NAME, CatalogStore, weights_fingerprint
 from engine.errors import LookalikeError
 from engine.nn.features import FeatureExtractor
-from engine.imaging.images import load_image
+from engine.imaging.images import crop_box, is_image_path, load_image  # noqa: F401  (crop_box, is_image_path: the GUI)
+from engine.imaging.thumbnails import bucket_for as thumbnail_bucket, load_thumbnail  # noqa: F401  (the GUI)
 from engine.indexing.indexer import Indexer, IndexProgress, IndexReport, query_threads, torch_threads
+from engine.indexing.watcher import FolderChanges, FolderWatcher  # noqa: F401  (FolderChanges: the GUI)
 from engine.descriptors.methods import DEFAULT_METHOD, METHODS, Method, create_method
-from engine.store.paths import default_catalog_dir
+from engine.descriptors.methods.base import is_trainable
+from engine.store.paths import config_dir, data_home, default_catalog_dir  # noqa: F401  (the GUI)
 from engine.search.index import SearchIndex, SearchResult
+from engine.search.score_calibration import ScoreCalibration, score_calibration, stored_calibration  # noqa: F401
 
 _extractors: dict[tuple, FeatureExtractor] = {}
 _extractor_lock = threading.Lock()
@@ -51,6 +61,23 @@ def list_methods() -> list[dict[str, Any]]:
 
     measured = load_measured()
     return [s.info(DEFAULT_METHOD, measured) for s in sorted(METHODS.values(), key=lambda s: s.name)]
+
+
+def catalog_exists(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a catalog (a remembered collection on an unplugged drive does not)."""
+    return (Path(directory).expanduser() / DB_NAME).exists()
+
+
+def accelerator_name() -> str | None:
+    """Name of the accelerator the ``auto`` device would use (a CUDA GPU, Apple's MPS), or
+    None when the CPU computes."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "Apple Metal (MPS)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -157,7 +184,7 @@ class Collection:
         if not self.catalog.folders():
             raise LookalikeError("This collection has no folders yet; add a photo folder first.")
         m = self.method(method, overrides)
-        self.catalog.ensure_method(m.name, m.config.to_dict())
+        self.catalog.ensure_method(m.name, m.config.to_dict(), weights_fingerprint(self.weights))
         if self.catalog.get_meta("method") is None or method:
             self.catalog.set_meta("method", m.name)
         extractor = self.extractor_for(m)
@@ -172,6 +199,7 @@ class Collection:
     # -- search -------------------------------------------------------------------------
     def search_index(self, method: str | None = None) -> SearchIndex:
         m = self.method(method)
+        self.catalog.check_weights(m.name, weights_fingerprint(self.weights))  # no query with other weights
         with self._lock:
             idx = self._search.get(m.name)
             if idx is None or idx.is_stale():
@@ -276,3 +304,79 @@ class Collection:
             "active_method": self.active_method,
             "last_indexed": float(last) if last else None,
         }
+
+    # -- what the window shows and records ------------------------------------------------
+    def image_count(self) -> int:
+        return self.catalog.image_count()
+
+    def indexed_counts(self) -> dict[str, int]:
+        """Photos with a descriptor, per method indexed in this collection."""
+        return {name: count for name, count, _generation in self.catalog.methods()}
+
+    def has_descriptors(self, method: str | None = None) -> bool:
+        """Whether any photo is indexed with ``method`` (default: the active one)."""
+        return bool(self.catalog.has_descriptor(method or self.active_method))
+
+    def has_method_settings(self, method: str) -> bool:
+        """Whether ``method`` was configured for this collection (its first indexing stores them)."""
+        return self.catalog.method_config(method) is not None
+
+    def generation(self, method: str | None = None) -> int:
+        """Changes with every change of ``method``'s descriptors (views cache on it)."""
+        return self.catalog.generation(method or self.active_method)
+
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file that could not be indexed."""
+        return self.catalog.failures()
+
+    def remove_photos(self, paths: list[str]) -> int:
+        """Forget photos moved out of the collection (or to the trash): their catalog rows go
+        (the search index sees the new generation and is rebuilt on the next search)."""
+        return self.catalog.remove_images(paths)
+
+    def browser(self):
+        """An :class:`engine.services.browse.CollectionBrowser` of this collection's catalog."""
+        from engine.services.browse import CollectionBrowser
+
+        return CollectionBrowser(self.catalog)
+
+    def folder_watcher(self, interval_s: float = 300.0, debounce_s: float = 2.0) -> FolderWatcher:
+        """A :class:`engine.indexing.watcher.FolderWatcher` of this collection's folders."""
+        return FolderWatcher(self.catalog, interval_s=interval_s, debounce_s=debounce_s)
+
+    def is_trainable(self, method: str | None = None) -> bool:
+        """Whether ``method`` has a head that ``train`` can adapt (ACTNET, DARAC)."""
+        return is_trainable(self.method(method))
+
+    def train(self, method: str, *, epochs: int = 5, progress=None, cancel: threading.Event | None = None):
+        """Self-supervised training of ``method``'s head on this collection's photos, kept only
+        if held-out retrieval improves (:func:`engine.training.pipeline.train_for_collection`)."""
+        from engine.training.pipeline import train_for_collection
+
+        return train_for_collection(self, method, epochs=epochs, progress=progress, cancel=cancel)
+
+    # -- duplicate review decisions (engine.services.duplicates) ---------------------------
+    def pair_decisions(self) -> dict[tuple[str, str], str]:
+        return self.catalog.pair_decisions()
+
+    def mark_not_duplicates(self, members) -> int:
+        """Remember that these photos (``PhotoInfo``) are different photos."""
+        from engine.services.duplicates import not_duplicates
+
+        return not_duplicates(self.catalog, members)
+
+    def mark_resolved(self, members) -> int:
+        """Remember that this group was reviewed and every photo kept."""
+        from engine.services.duplicates import mark_resolved
+
+        return mark_resolved(self.catalog, members)
+
+    def keep_rules(self):
+        from engine.services.duplicates import load_keep_rules
+
+        return load_keep_rules(self.catalog)
+
+    def set_keep_rules(self, rules) -> None:
+        from engine.services.duplicates import save_keep_rules
+
+        save_keep_rules(self.catalog, rules)
