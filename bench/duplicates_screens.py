@@ -26,7 +26,7 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from engine.api import Collection
-    from gui.duplicates_view import DuplicatesView
+    from gui.duplicates.view import DuplicatesView
     from gui.thumbnails import ThumbnailProvider
 
     app = QApplication.instance() or QApplication([])

@@ -44,18 +44,16 @@ def run_app(args: argparse.Namespace) -> int:
     window.show()
     overlay = getattr(args, "overlay", None)
     if overlay:
-        window.set_overlay(overlay)
-    if getattr(args, "browse", None) and window.browse_view is not None:
+        window.search.query_pane.set_overlay(overlay)
+    if getattr(args, "browse", None):
         window.tabs.setCurrentWidget(window.browse_view)
-        show = getattr(window.browse_view, "show_folder", None)
-        if show is not None:
-            show(args.browse)
-    if getattr(args, "duplicates", False) and window.duplicates_view is not None:
+        window.browse_view.show_folder(args.browse)
+    if getattr(args, "duplicates", False):
         window.tabs.setCurrentWidget(window.duplicates_view)
     if getattr(args, "query", None):
         if getattr(args, "why", None):
-            window._pending_why_rank = int(args.why)
-        window.run_query(args.query)
+            window.search.pending_why_rank = int(args.why)
+        window.search.run_query(args.query)
     if getattr(args, "screenshot", None):
         shooter = _Shooter(app, window, args.screenshot, bool(getattr(args, "query", None)))
         QTimer.singleShot(300, shooter.poll)
@@ -76,11 +74,12 @@ class _Shooter:
         w = self.window
         if w.busy():
             return False
-        if self.wants_results and w.query is not None and w.model.total() == 0 and not w.last_error:
+        results = w.search.results
+        if self.wants_results and w.search.query is not None and results.model.total() == 0 and not w.banner.last_error:
             return False
         # Painting requests the visible thumbnails; they must all be decoded.
         w.grab()
-        return not w.thumbnails.pending() and w.model.thumbnails_loaded(w.visible_rows())
+        return not w.thumbnails.pending() and results.model.thumbnails_loaded(results.visible_rows())
 
     def poll(self) -> None:
         from PySide6.QtCore import QTimer
@@ -90,8 +89,9 @@ class _Shooter:
         if self.calm < 3 and not timed_out:
             QTimer.singleShot(200, self.poll)
             return
-        if timed_out or self.window.last_error:
-            print(f"lookalike gui: {'gave up waiting' if timed_out else self.window.last_error}", file=sys.stderr)
+        last_error = self.window.banner.last_error
+        if timed_out or last_error:
+            print(f"lookalike gui: {'gave up waiting' if timed_out else last_error}", file=sys.stderr)
             self.status = 1
         self.window.grab().save(self.path)
         print(self.path)

@@ -42,34 +42,37 @@ def about_text(version: str) -> str:
 
 
 class PreferencesDialog(QDialog):
-    """Device, thumbnail size, folder watching and near-duplicates, applied at once."""
+    """Device, thumbnail size, folder watching and near-duplicates, applied at once.
 
-    def __init__(self, window, thumb_sizes: tuple[int, ...]):
+    Each control mirrors the window's own: ``methods`` (its device picker), ``results`` (the
+    thumbnail size and the near-duplicates check box) and the ``watch_action`` menu item.
+    """
+
+    def __init__(self, window, methods, results, watch_action, thumb_sizes: tuple[int, ...]):
         super().__init__(window)
         self.setWindowTitle("Preferences")
-        self.window_ = window
         form = QFormLayout()
         self.device = QComboBox()
-        src = window.device_combo
+        src = methods.device_combo
         for i in range(src.count()):
             self.device.addItem(src.itemText(i), src.itemData(i))
             self.device.model().item(i).setEnabled(src.model().item(i).isEnabled())
         self.device.setCurrentIndex(src.currentIndex())
-        self.device.activated.connect(lambda i: (src.setCurrentIndex(i), window._on_device_chosen(i)))
+        self.device.activated.connect(methods.choose_device)
         form.addRow("Compute on", self.device)
         self.thumbs = QComboBox()
         for s in thumb_sizes:
             self.thumbs.addItem(f"{s} px", s)
-        self.thumbs.setCurrentIndex(max(0, self.thumbs.findData(window.model.thumb_size)))
-        self.thumbs.activated.connect(lambda _i: window.set_thumb_size(self.thumbs.currentData()))
+        self.thumbs.setCurrentIndex(max(0, self.thumbs.findData(results.model.thumb_size)))
+        self.thumbs.activated.connect(lambda _i: results.set_thumb_size(self.thumbs.currentData()))
         form.addRow("Thumbnails", self.thumbs)
         self.watch = QCheckBox("Index new, edited and deleted photos while Lookalike is open")
-        self.watch.setChecked(window.watch_action.isChecked())
-        self.watch.toggled.connect(window.watch_action.setChecked)
+        self.watch.setChecked(watch_action.isChecked())
+        self.watch.toggled.connect(watch_action.setChecked)
         form.addRow("Folders", self.watch)
         self.dups = QCheckBox("Hide the query and near-identical copies of it")
-        self.dups.setChecked(window.hide_dups.isChecked())
-        self.dups.toggled.connect(window.hide_dups.setChecked)
+        self.dups.setChecked(results.hide_dups.isChecked())
+        self.dups.toggled.connect(results.hide_dups.setChecked)
         form.addRow("Results", self.dups)
         note = QLabel("Changes apply at once and are remembered.")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
@@ -78,3 +81,13 @@ class PreferencesDialog(QDialog):
         lay.addLayout(form)
         lay.addWidget(note)
         lay.addWidget(buttons)
+
+
+def about_version() -> str:
+    """The installed version of Lookalike, or a note that it runs from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lookalike")
+    except PackageNotFoundError:
+        return "(not installed)"

@@ -5,58 +5,38 @@ Usage from a model's ``data(DecorationRole)``::
     pix = provider.request(path, 160)   # QPixmap, or None while it is being decoded
     provider.ready.connect(on_ready)    # ready(path) once it can be requested again
 
-Decoding and the disk cache are in :mod:`engine.imaging.thumbnails` (Qt-free). Requests are served
-newest first (a LIFO stack), so while the user scrolls a long grid the rows now visible are
-decoded before those scrolled past. A file that cannot be decoded gets a "broken image"
-placeholder (and ``failed(path, reason)``), never an endless "loading" state.
+Decoding and the disk cache are the engine's (``engine.api.load_thumbnail``, Qt-free); the
+decodes run as tasks of the GUI's :class:`gui.workers.TaskRunner` (a runner of its own, so a
+screenful of thumbnails never waits behind a query). Requests are served newest first (a LIFO
+stack: each task decodes whatever was asked for last), so while the user scrolls a long grid
+the rows now visible are decoded before those scrolled past. A file that cannot be decoded gets
+a "broken image" placeholder (and ``failed(path, reason)``), never an endless "loading" state.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
+from engine.api import load_thumbnail, thumbnail_bucket
 from engine.errors import ImageLoadError
-from engine.imaging.thumbnails import bucket_for, load_thumbnail
 
+from .qimages import pil_to_qimage
+from .workers import TaskRunner
 
-def pil_to_qimage(img) -> QImage:
-    """A deep-copied QImage of an RGB PIL image (safe to build in any thread)."""
-    img = img.convert("RGB")
-    data = img.tobytes("raw", "RGB")
-    q = QImage(data, img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888)
-    return q.copy()
+log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class _Decoded:
+    """What one decode task hands back: the (path, bucket) key and the image or why there is none."""
 
-class _Relay(QObject):
-    """Lives in the UI thread; worker threads emit on it (queued to the UI thread)."""
-
-    done = Signal(str, int, QImage)
-    error = Signal(str, int, str)
-
-
-class _Job(QRunnable):
-    def __init__(self, provider: "ThumbnailProvider"):
-        super().__init__()
-        self.setAutoDelete(True)
-        self._provider = provider
-
-    def run(self) -> None:  # worker thread
-        item = self._provider._pop()
-        if item is None:
-            return
-        path, bucket = item
-        try:
-            qimg = pil_to_qimage(load_thumbnail(path, bucket))
-        except ImageLoadError as exc:
-            self._provider._relay.error.emit(path, bucket, exc.reason)
-            return
-        except Exception as exc:  # a decoder bug must not kill the pool thread
-            self._provider._relay.error.emit(path, bucket, f"{exc.__class__.__name__}: {exc}")
-            return
-        self._provider._relay.done.emit(path, bucket, qimg)
+    key: tuple[str, int]
+    image: QImage | None = None
+    reason: str = ""
 
 
 class ThumbnailProvider(QObject):
@@ -74,16 +54,12 @@ class ThumbnailProvider(QObject):
         self._stack: list[tuple[str, int]] = []
         self._queued: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, threads))
-        self._relay = _Relay(self)
-        self._relay.done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
-        self._relay.error.connect(self._on_error, Qt.ConnectionType.QueuedConnection)
+        self._runner = TaskRunner(self, threads)
 
     # -- public -------------------------------------------------------------------------
     def request(self, path: str, size: int) -> QPixmap | None:
         """The thumbnail of ``path`` fitting ``size`` px, or None while it is being loaded."""
-        bucket = bucket_for(size)
+        bucket = thumbnail_bucket(size)
         key = (path, bucket)
         pix = self._pixmaps.get(key)
         if pix is None:
@@ -120,7 +96,7 @@ class ThumbnailProvider(QObject):
 
     def wait_idle(self, msecs: int = 30000) -> bool:
         """Block until queued decodes finished (tests and the screenshot hook)."""
-        return self._pool.waitForDone(msecs)
+        return self._runner.wait(msecs)
 
     # -- internals ----------------------------------------------------------------------
     def _enqueue(self, key: tuple[str, int]) -> None:
@@ -135,26 +111,36 @@ class ThumbnailProvider(QObject):
                 return
             self._queued.add(key)
             self._stack.append(key)
-        self._pool.start(_Job(self))
+        # Errors are turned into placeholders inside the task, so none reaches on_error.
+        self._runner.start("thumbnail", self._decode_newest, self._on_decoded, lambda _message: None,
+                           latest_only=False)
 
-    def _pop(self) -> tuple[str, int] | None:
+    def _decode_newest(self, _task) -> _Decoded | None:  # pool thread
         with self._lock:
-            return self._stack.pop() if self._stack else None
+            if not self._stack:
+                return None  # cleared meanwhile (a new query replaced the results)
+            key = self._stack.pop()
+        try:
+            return _Decoded(key, pil_to_qimage(load_thumbnail(*key)))
+        except ImageLoadError as exc:
+            return _Decoded(key, reason=exc.reason)
+        except Exception as exc:  # a decoder bug: the photo gets the placeholder, the log the traceback
+            log.exception("could not make the thumbnail of %s", key[0])
+            return _Decoded(key, reason=f"{exc.__class__.__name__}: {exc}")
 
-    def _on_done(self, path: str, bucket: int, qimg: QImage) -> None:
-        key = (path, bucket)
+    def _on_decoded(self, decoded: _Decoded | None) -> None:
+        if decoded is None:
+            return
+        path = decoded.key[0]
         with self._lock:
-            self._queued.discard(key)
-        self._pixmaps[key] = QPixmap.fromImage(qimg)
-        while len(self._pixmaps) > self._memory_items:
-            self._pixmaps.popitem(last=False)
-        self.ready.emit(path)
-
-    def _on_error(self, path: str, bucket: int, reason: str) -> None:
-        with self._lock:
-            self._queued.discard((path, bucket))
-        self._errors[path] = reason
-        self.failed.emit(path, reason)
+            self._queued.discard(decoded.key)
+        if decoded.image is None:
+            self._errors[path] = decoded.reason
+            self.failed.emit(path, decoded.reason)
+        else:
+            self._pixmaps[decoded.key] = QPixmap.fromImage(decoded.image)
+            while len(self._pixmaps) > self._memory_items:
+                self._pixmaps.popitem(last=False)
         self.ready.emit(path)
 
     def _broken(self, size: int) -> QPixmap:

@@ -21,7 +21,7 @@ from tests.test_gui_browse import SMALL, WAIT_MS, FakeThumbnails, col, collectio
 
 
 def _duplicates(qtbot, c):
-    from gui.duplicates_view import DuplicatesView
+    from gui.duplicates.view import DuplicatesView
 
     v = DuplicatesView(lambda: c, FakeThumbnails(), None)
     qtbot.addWidget(v)
@@ -74,7 +74,7 @@ def test_cards_show_the_full_folder_and_the_tab_titles_count_groups(qtbot, col):
 
 
 def test_the_calibrated_threshold_is_offered_and_a_users_own_is_kept(qtbot, col, monkeypatch):
-    import gui.duplicates_view as dv
+    import gui.duplicates.view as dv
     from engine.services.duplicate_threshold import ThresholdChoice
 
     choice = ThresholdChoice(0.3, True, (0.1, 0.3, 0.5, 0.7))
@@ -187,7 +187,7 @@ def test_compare_view_zooms_both_photos_together_and_flickers(qtbot, col):
 
 def test_keep_rules_are_adjustable_shown_on_the_card_and_stored(qtbot, tmp_path, collection_dir):
     from engine.services.duplicates import KEEP_RULES, KeepRules, load_keep_rules
-    from gui.duplicates_view import KeepRulesDialog
+    from gui.duplicates.keep_rules import KeepRulesDialog
 
     c, mine = _private_collection(tmp_path, collection_dir)
     v = _duplicates(qtbot, c)

@@ -41,6 +41,9 @@ class FakeThumbnails(QObject):
         self.loaded.add(path)
         self.ready.emit(path)
 
+    def clear_pending(self) -> None:
+        """Nothing is queued: decoding is what ``finish`` stands for."""
+
 
 @pytest.fixture(autouse=True)
 def lookalike_home(tmp_path, monkeypatch):
@@ -70,7 +73,7 @@ def col(collection_dir):
 
 
 def _browse(qtbot, col, thumbs=None):
-    from gui.browse_view import BrowseView
+    from gui.browse.view import BrowseView
 
     v = BrowseView(lambda: col, thumbs if thumbs is not None else FakeThumbnails(), None)
     qtbot.addWidget(v)
@@ -81,7 +84,7 @@ def _browse(qtbot, col, thumbs=None):
 
 
 def test_tree_shows_photo_counts_and_a_failure_badge(qtbot, col, collection_dir):
-    from gui.browse_view import COUNT_ROLE, FAILED_ROLE, PATH_ROLE
+    from gui.browse.view import COUNT_ROLE, FAILED_ROLE, PATH_ROLE
 
     _cat, photos = collection_dir
     v = _browse(qtbot, col)
@@ -216,6 +219,6 @@ def test_find_similar_from_the_browse_tab_runs_the_query_in_the_main_window(qtbo
     v.show_folder(str(photos))
     row = next(i for i, e in enumerate(v.model.entries) if e.name == "scene3.jpg")
     v.grid.setCurrentIndex(v.model.index(row))
-    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
+    with qtbot.waitSignal(w.search.query_finished, timeout=WAIT_MS):
         v.similar_btn.click()
-    assert w.model.total() > 0
+    assert w.search.results.model.total() > 0

@@ -74,33 +74,33 @@ def make_window(qtbot, catalog, **kw):
 
 
 def query_and_wait(qtbot, w, path):
-    with qtbot.waitSignal(w.query_finished, timeout=WAIT_MS):
-        w.run_query(str(path))
+    with qtbot.waitSignal(w.search.query_finished, timeout=WAIT_MS):
+        w.search.run_query(str(path))
 
 
 def test_mixed_portrait_and_landscape_results_keep_every_thumbnail_and_score_visible(qtbot, mixed_catalog):
-    from gui.grid_delegate import PAD
+    from gui.search.grid_delegate import PAD
 
     catalog, photos = mixed_catalog
     w = make_window(qtbot, catalog)
     w.resize(1400, 1000)
-    w.set_thumb_size(128)  # all 8 results in view
+    w.search.results.set_thumb_size(128)  # all 8 results in view
     query_and_wait(qtbot, w, photos / "portrait0.jpg")
-    assert w.model.item(0).path.endswith("portrait0.jpg")  # the first result is portrait
-    view = w.results_view
-    qtbot.waitUntil(lambda: w.model.thumbnails_loaded(range(w.model.rowCount())), timeout=WAIT_MS)
+    assert w.search.results.model.item(0).path.endswith("portrait0.jpg")  # the first result is portrait
+    view = w.search.results.view
+    qtbot.waitUntil(lambda: w.search.results.model.thumbnails_loaded(range(w.search.results.model.rowCount())), timeout=WAIT_MS)
     view.scrollToTop()
     img = view.viewport().grab().toImage()
     bg = img.pixelColor(img.width() - 2, img.height() - 2)
     fm_h = view.fontMetrics().height()
-    s = w.model.thumb_size
+    s = w.search.results.model.thumb_size
     checked = {"portrait": 0, "landscape": 0}
-    for row in range(w.model.rowCount()):
-        idx = w.model.index(row)
+    for row in range(w.search.results.model.rowCount()):
+        idx = w.search.results.model.index(row)
         rect = view.visualRect(idx)
         if not view.viewport().rect().contains(rect):
             continue  # scrolled out of view
-        pix = w.model.data(idx, Qt.ItemDataRole.DecorationRole)
+        pix = w.search.results.model.data(idx, Qt.ItemDataRole.DecorationRole)
         pw, ph = pix.width(), pix.height()
         assert max(pw, ph) == s  # the whole thumbnail, not a strip of it
         # Drawn centred in the cell's square box: its four corners are photo, not background.
@@ -122,9 +122,9 @@ def test_mixed_portrait_and_landscape_results_keep_every_thumbnail_and_score_vis
 def test_a_new_query_starts_at_the_top_of_the_results(qtbot, scene_catalog):
     catalog, photos = scene_catalog
     w = make_window(qtbot, catalog)
-    w.set_thumb_size(320)  # 12 big thumbnails do not fit: the grid scrolls
+    w.search.results.set_thumb_size(320)  # 12 big thumbnails do not fit: the grid scrolls
     query_and_wait(qtbot, w, photos / "scene1.jpg")
-    bar = w.results_view.verticalScrollBar()
+    bar = w.search.results.view.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=10_000)
     bar.setValue(bar.maximum())
     assert bar.value() > 0
@@ -134,27 +134,27 @@ def test_a_new_query_starts_at_the_top_of_the_results(qtbot, scene_catalog):
 
 def test_esc_in_the_filter_clears_it_and_does_not_cancel_indexing(qtbot, tmp_path, photo_folder):
     w = make_window(qtbot, tmp_path / "cat", index_batch_size=2)
-    w.add_folder(str(photo_folder), index=False)
+    w.add_folders([str(photo_folder)], index=False)
     with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS) as blocker:
-        assert w.start_index("rmac")
-        w.pause_index(True)
-        w.filter_edit.setFocus()
-        QTest.keyClicks(w.filter_edit, "scene")
-        assert w.filter_edit.text() == "scene"
-        QTest.keyClick(w.filter_edit, Qt.Key.Key_Escape)
-        assert w.filter_edit.text() == ""
+        assert w.indexing.start("rmac")
+        w.indexing.pause(True)
+        w.search.results.filter_edit.setFocus()
+        QTest.keyClicks(w.search.results.filter_edit, "scene")
+        assert w.search.results.filter_edit.text() == "scene"
+        QTest.keyClick(w.search.results.filter_edit, Qt.Key.Key_Escape)
+        assert w.search.results.filter_edit.text() == ""
         w.escape()  # a second Esc, the filter empty: still nothing to do with indexing
-        assert w.is_indexing() and not w.index_worker.cancel_event.is_set()
-        w.pause_index(False)
+        assert w.is_indexing() and not w.indexing.task.cancel_event.is_set()
+        w.indexing.pause(False)
     report = blocker.args[0]
     assert not report.cancelled and report.indexed == 12
 
 
 def test_a_query_during_indexing_says_it_searched_a_partial_index(qtbot, tmp_path, photo_folder):
     w = make_window(qtbot, tmp_path / "cat", index_batch_size=2)
-    w.add_folder(str(photo_folder), index=False)
-    assert w.start_index("rmac")
-    worker = w.index_worker
+    w.add_folders([str(photo_folder)], index=False)
+    assert w.indexing.start("rmac")
+    worker = w.indexing.task
 
     held = []
 
@@ -165,18 +165,18 @@ def test_a_query_during_indexing_says_it_searched_a_partial_index(qtbot, tmp_pat
 
     worker.progress.connect(hold, Qt.ConnectionType.DirectConnection)
     qtbot.waitUntil(lambda: worker.paused, timeout=WAIT_MS)
-    w.pause_button.setChecked(True)  # the window's pause state agrees with the worker's
+    w.indexing.pause_button.setChecked(True)  # the window's pause state agrees with the worker's
     query_and_wait(qtbot, w, photo_folder / "scene0.jpg")
-    searched = w.model.total()
+    searched = w.search.results.model.total()
     assert 0 < searched < 12
-    assert w.note_label.isVisibleTo(w)
-    note = w.note_label.text()
+    assert w.search.results.note_label.isVisibleTo(w)
+    note = w.search.results.note_label.text()
     assert "Indexing is running" in note and f"searched the {searched} photo" in note
     with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
-        w.pause_index(False)
+        w.indexing.pause(False)
     # The finished index re-runs the query over every photo, and the note goes.
-    qtbot.waitUntil(lambda: w.model.total() == 12, timeout=WAIT_MS)
-    assert not w.note_label.isVisibleTo(w)
+    qtbot.waitUntil(lambda: w.search.results.model.total() == 12, timeout=WAIT_MS)
+    assert not w.search.results.note_label.isVisibleTo(w)
 
 
 def test_the_window_fits_a_1024_pixel_wide_screen(qtbot, scene_catalog):
@@ -193,28 +193,28 @@ def test_the_window_fits_a_1024_pixel_wide_screen(qtbot, scene_catalog):
 def test_switching_collections_clears_the_query_overlay_and_counts(qtbot, scene_catalog, tmp_path):
     catalog, photos = scene_catalog
     w = make_window(qtbot, catalog)
-    with qtbot.waitSignal(w.explain_finished, timeout=WAIT_MS):
+    with qtbot.waitSignal(w.search.explain_finished, timeout=WAIT_MS):
         query_and_wait(qtbot, w, photos / "scene3.jpg")
-    w.set_overlay("regions")
-    assert w.query_view._overlay.pixmap().isNull() is False and "for result scene" in w.legend.text.text()
-    assert w.count_label.text() == "12 results"
-    assert w.open_collection(str(tmp_path / "other"))
-    assert w.query is None and w.model.total() == 0
-    assert w.count_label.text() == "0 results"
-    assert w.query_caption.text() == "No query yet"
-    assert not w.query_view.has_photo() and w.query_view._overlay.pixmap().isNull()
-    assert w.legend.text.text() == "The overlay appears once a result is chosen."
-    assert w.why_panel.data is None and w.why_panel.query_parts.topLevelItemCount() == 0
-    assert not w.note_label.isVisibleTo(w)
+    w.search.query_pane.set_overlay("regions")
+    assert w.search.query_pane.view._overlay.pixmap().isNull() is False and "for result scene" in w.search.query_pane.legend.text.text()
+    assert w.search.results.count_label.text() == "12 results"
+    assert w.session.open(str(tmp_path / "other"))
+    assert w.search.query is None and w.search.results.model.total() == 0
+    assert w.search.results.count_label.text() == "0 results"
+    assert w.search.query_pane.caption.text() == "No query yet"
+    assert not w.search.query_pane.view.has_photo() and w.search.query_pane.view._overlay.pixmap().isNull()
+    assert w.search.query_pane.legend.text.text() == "The overlay appears once a result is chosen."
+    assert w.search.why_panel.data is None and w.search.why_panel.query_parts.topLevelItemCount() == 0
+    assert not w.search.results.note_label.isVisibleTo(w)
     # Forgetting the open collection opens another one rather than leaving a blank picker.
-    w.open_collection(str(catalog))
-    w._forget_collection()
+    w.session.open(str(catalog))
+    w.session.forget()
     assert w.collection is not None and str(w.collection.directory) == str(tmp_path / "other")
-    assert w.collection_combo.currentData() == str(tmp_path / "other")
+    assert w.collection_panel.collection_combo.currentData() == str(tmp_path / "other")
 
 
 def test_a_missing_remembered_collection_is_not_recreated_empty(qtbot, tmp_path, lookalike_home):
-    from gui.main_window import open_settings
+    from gui.settings import open_settings
 
     gone = tmp_path / "unplugged" / "catalog"
     s = open_settings()
@@ -224,9 +224,10 @@ def test_a_missing_remembered_collection_is_not_recreated_empty(qtbot, tmp_path,
     w = make_window(qtbot, None)
     assert not gone.exists()
     assert w.collection is None
-    assert w.banner.isVisible() and "cannot be found" in w.banner_text.text()
-    assert w.collection_combo.currentIndex() == -1  # nothing looks open
-    w._on_collection_chosen(w.collection_combo.findData(str(gone)))  # picked again from the list
+    assert w.banner.isVisible() and "cannot be found" in w.banner.text.text()
+    assert w.collection_panel.collection_combo.currentIndex() == -1  # nothing looks open
+    combo = w.collection_panel.collection_combo
+    combo.activated.emit(combo.findData(str(gone)))  # picked again from the list
     assert not gone.exists() and w.collection is None
 
 
@@ -259,26 +260,26 @@ def test_results_show_calibrated_similarity_and_a_no_good_match_line(qtbot, scen
     catalog, photos = scene_catalog
     w = make_window(qtbot, catalog)
     query_and_wait(qtbot, w, photos / "scene1.jpg")
-    second = w.model.item(1)
+    second = w.search.results.model.item(1)
     # Every photo of this collection scores below this calibration's chance level.
     cal = ScoreCalibration("rmac", typical=second.score - 0.2, chance=second.score + 0.01, copy=1.5,
                            spread=0.05, photos=12)
-    w._set_calibration(cal)
-    assert w.model.data(w.model.index(1)).startswith(f"#2 · {cal.percent(second.score):.0f} %")
-    assert "No good match" in w.note_label.text() and w.note_label.isVisibleTo(w)
+    w.search.results.set_calibration(cal)
+    assert w.search.results.model.data(w.search.results.model.index(1)).startswith(f"#2 · {cal.percent(second.score):.0f} %")
+    assert "No good match" in w.search.results.note_label.text() and w.search.results.note_label.isVisibleTo(w)
     good = ScoreCalibration("rmac", typical=second.score - 0.4, chance=second.score - 0.2, copy=1.0,
                             spread=0.05, photos=12)
-    w._set_calibration(good)
-    assert "No good match" not in w.note_label.text()
-    w.threshold_slider.setValue(50)  # the slider is in calibrated percent now
-    assert w.threshold_label.text() == "≥ 50 %"
-    assert all(it.score >= good.chance - 1e-9 for it in w.model.items())
+    w.search.results.set_calibration(good)
+    assert "No good match" not in w.search.results.note_label.text()
+    w.search.results.threshold_slider.setValue(50)  # the slider is in calibrated percent now
+    assert w.search.results.threshold_label.text() == "≥ 50 %"
+    assert all(it.score >= good.chance - 1e-9 for it in w.search.results.model.items())
 
 
 def test_a_query_on_an_empty_collection_gets_advice_for_the_window_not_the_cli(qtbot, tmp_path, photo_folder):
     w = make_window(qtbot, tmp_path / "empty")
     query_and_wait(qtbot, w, photo_folder / "scene0.jpg")
-    text = w.banner_text.text()
+    text = w.banner.text.text()
     assert w.banner.isVisible() and "Add… under Folders" in text and "lookalike index" not in text
 
 
@@ -286,12 +287,12 @@ def test_a_second_window_on_the_same_collection_is_warned(qtbot, scene_catalog):
     catalog, _photos = scene_catalog
     first = make_window(qtbot, catalog)
     second = make_window(qtbot, catalog)
-    assert "already open in another Lookalike window" in second.banner_text.text() and second.banner.isVisible()
-    assert "already open" not in first.banner_text.text()
+    assert "already open in another Lookalike window" in second.banner.text.text() and second.banner.isVisible()
+    assert "already open" not in first.banner.text.text()
     second.close()
     first.close()
     third = make_window(qtbot, catalog)  # the lock went with the windows
-    assert "already open" not in third.banner_text.text()
+    assert "already open" not in third.banner.text.text()
 
 
 def test_browse_says_where_the_photos_are_when_a_folder_only_has_sub_folders(qtbot, tmp_path, photo_folder):
@@ -300,7 +301,7 @@ def test_browse_says_where_the_photos_are_when_a_folder_only_has_sub_folders(qtb
     nested.mkdir()
     (photo_folder).rename(nested / "photos")
     with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
-        w.add_folder(str(nested))
+        w.add_folders([str(nested)])
     v = w.browse_view
     w.tabs.setCurrentWidget(v)
     v.show_folder(str(nested))

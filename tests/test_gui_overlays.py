@@ -25,7 +25,7 @@ def regions_side() -> SideExplanation:
 
 
 def test_regions_overlay_outlines_the_top_parts_with_their_share(qtbot):
-    from gui.overlays import build_overlay
+    from gui.search.overlays import build_overlay
 
     ov = build_overlay("regions", regions_side(), None, (80, 60), top_k=2)
     assert ov.image is not None and (ov.image.width(), ov.image.height()) == (80, 60)
@@ -43,7 +43,7 @@ def test_contribution_map_averages_overlapping_parts():
 
 
 def test_clusters_overlay_shows_the_clustering_holding_the_top_cluster(qtbot):
-    from gui.overlays import build_overlay, cluster_maps
+    from gui.search.overlays import build_overlay, cluster_maps
 
     a = np.zeros((4, 4), np.int32)
     a[:, 2:] = 1  # clustering "coarse": 2 clusters
@@ -59,7 +59,7 @@ def test_clusters_overlay_shows_the_clustering_holding_the_top_cluster(qtbot):
 
 
 def test_cam_overlay_needs_a_map_and_regions_overlay_refuses_clusters(qtbot):
-    from gui.overlays import build_overlay
+    from gui.search.overlays import build_overlay
 
     assert build_overlay("cam", None, None, (10, 10)).image is None
     cam = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)

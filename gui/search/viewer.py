@@ -12,9 +12,11 @@ from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
-from engine.services.browse import photo_details
+from engine.api import load_image
 from engine.errors import ImageLoadError
-from engine.imaging.images import load_image
+from engine.services.browse import photo_details
+
+from ..qimages import pil_to_qimage
 
 VIEW_SIDE = 2048  # longest side decoded for display
 
@@ -238,8 +240,6 @@ class PhotoViewer(QWidget):
         path = self.paths[self.index]
         self.canvas.zoom = None
         try:
-            from .thumbnails import pil_to_qimage
-
             img = load_image(path, VIEW_SIDE)
             info = photo_details(path)
             full = (info.get("width") or img.width, info.get("height") or img.height)

@@ -1,11 +1,11 @@
 """Watching the collection's folders while the window is open.
 
-The engine's :class:`engine.indexing.watcher.FolderWatcher` decides *what* changed (size, mtime and
-content hash, debounced rescans, a periodic fallback rescan). This module is only the Qt
-glue: a ``QFileSystemWatcher`` on the collection's folders turns OS events into
-``FolderWatcher.notify``, a timer asks ``FolderWatcher.due`` and runs the rescan on the
-window's task pool (never on the UI thread), and ``changes_found`` tells the window, which
-starts an incremental index.
+The engine's folder watcher (``Collection.folder_watcher()``) decides *what* changed (size,
+mtime and content hash, debounced rescans, a periodic fallback rescan). This module is only
+the Qt glue: a ``QFileSystemWatcher`` on the collection's folders turns OS events into
+``FolderWatcher.notify``, a timer asks ``FolderWatcher.due`` and runs the rescan as a task of
+the window's :class:`gui.workers.TaskRunner` (never on the UI thread), and ``changes_found``
+tells the window, which starts an incremental index.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import os
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, Signal
 
-from engine.indexing.watcher import FolderChanges, FolderWatcher
+from engine.api import FolderChanges, FolderWatcher
 
-from .workers import TaskRunner
+from ..workers import TaskRunner
 
 MAX_WATCHED_DIRS = 2000  # OS watch handles are limited; deeper trees rely on the periodic rescan
 
@@ -65,8 +65,8 @@ class FolderWatchController(QObject):
     def set_collection(self, collection) -> None:
         self._collection = collection
         self._missing = ()
-        self.watcher = None if collection is None else FolderWatcher(
-            collection.catalog, interval_s=self.interval_s, debounce_s=self.debounce_s)
+        self.watcher = None if collection is None else collection.folder_watcher(
+            interval_s=self.interval_s, debounce_s=self.debounce_s)
         self.rewatch()
 
     def set_enabled(self, on: bool) -> None:
@@ -84,7 +84,8 @@ class FolderWatchController(QObject):
         if col is None or not self.enabled:
             return
         folders = col.folders()
-        self.tasks.start("watch-dirs", lambda: folder_tree(folders), self._watch, lambda _m: None)
+        # A folder tree that cannot be listed is simply not watched: the periodic rescan still runs.
+        self.tasks.start("watch-dirs", lambda _task: folder_tree(folders), self._watch, lambda _m: None)
 
     def stop(self) -> None:
         self.timer.stop()
@@ -103,7 +104,9 @@ class FolderWatchController(QObject):
         w = self.watcher
         if w is None or not self.enabled or self.paused or self.tasks.busy("rescan") or not w.due():
             return
-        self.tasks.start("rescan", w.rescan, lambda ch, w=w: self._on_rescanned(w, ch), lambda _m: None)
+        # A failed rescan (logged by the task) is tried again at the next due time.
+        self.tasks.start("rescan", lambda _task: w.rescan(), lambda ch, w=w: self._on_rescanned(w, ch),
+                         lambda _m: None)
 
     def _on_rescanned(self, watcher: FolderWatcher, changes: FolderChanges) -> None:
         if watcher is not self.watcher:

@@ -8,6 +8,7 @@ Everything is read from the catalog (``engine.services.browse.CollectionBrowser`
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractListModel, QEvent, QModelIndex, QSize, Qt, QUrl, Signal
@@ -19,9 +20,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 
 from engine.services.browse import CollectionBrowser, FolderNode, PhotoEntry
 
-from .grid_delegate import ThumbnailGridDelegate, grid_cell_size
-from .text import plural
-from .viewer import PhotoViewer
+from engine.services.formatting import plural
+
+from ..search.grid_delegate import ThumbnailGridDelegate, grid_cell_size
+from ..search.viewer import PhotoViewer
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 COUNT_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -134,8 +136,6 @@ class PhotoGridModel(QAbstractListModel):
             return pix if pix is not None else self._loading()
         if role == Qt.ItemDataRole.ToolTipRole:
             res = f"{e.width} × {e.height}" if e.width else "?"
-            import time
-
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.date))
             src = "taken" if e.taken is not None else "modified"
             return f"{e.path}\n{res} px, {e.size / 1e6:.2f} MB\n{src} {when}"
@@ -187,7 +187,27 @@ class BrowseView(QWidget):
         self.history_pos = -1
         self._navigating = False
 
-        # --- left: folder tree and failures of the selected folder
+        split = QSplitter()
+        split.addWidget(self._build_folders())
+        split.addWidget(self._build_photos())
+        split.setStretchFactor(1, 4)
+        split.setSizes([260, 900])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(split)
+
+        # Key S on the grid: an event filter, since item views eat letter keys (keyboard search).
+        # Alt+Left/Right also through the filter: offscreen / inactive windows get no shortcuts.
+        self.grid.installEventFilter(self)
+        self.viewer.canvas.installEventFilter(self)
+        for keys, slot in (("Alt+Left", self.go_back), ("Alt+Right", self.go_forward)):
+            s = QShortcut(QKeySequence(keys), self)
+            s.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            s.activated.connect(slot)
+        self._update_nav()
+
+    def _build_folders(self) -> QWidget:
+        """Left: the folder tree and the failures of the selected folder."""
         self.tree_model = FolderTreeModel(self)
         self.tree = QTreeView()
         self.tree.setModel(self.tree_model)
@@ -206,8 +226,10 @@ class BrowseView(QWidget):
         ll.addWidget(self.failures, 1)
         self.failures.hide()
         self.failures_label.hide()
+        return left
 
-        # --- right: toolbar, grid / viewer
+    def _build_toolbar(self) -> QHBoxLayout:
+        """Back / forward, sort, sub-folders, the name filter, the count and Find similar."""
         self.back_btn = QToolButton()
         self.back_btn.setText("◀")
         self.back_btn.setToolTip("Back (Alt+Left)")
@@ -237,8 +259,12 @@ class BrowseView(QWidget):
         bar.addWidget(self.filter_edit, 1)
         bar.addWidget(self.count_label)
         bar.addWidget(self.similar_btn)
+        return bar
 
-        self.model = PhotoGridModel(thumbnails, self)
+    def _build_photos(self) -> QWidget:
+        """Right: the toolbar over the photo grid, or the viewer in its place."""
+        bar = self._build_toolbar()
+        self.model = PhotoGridModel(self.thumbnails, self)
         self.grid = QListView()
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
@@ -269,25 +295,7 @@ class BrowseView(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addLayout(bar)
         rl.addWidget(self.stack, 1)
-
-        split = QSplitter()
-        split.addWidget(left)
-        split.addWidget(right)
-        split.setStretchFactor(1, 4)
-        split.setSizes([260, 900])
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(split)
-
-        # Key S on the grid: an event filter, since item views eat letter keys (keyboard search).
-        # Alt+Left/Right also through the filter: offscreen / inactive windows get no shortcuts.
-        self.grid.installEventFilter(self)
-        self.viewer.canvas.installEventFilter(self)
-        for keys, slot in (("Alt+Left", self.go_back), ("Alt+Right", self.go_forward)):
-            s = QShortcut(QKeySequence(keys), self)
-            s.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            s.activated.connect(slot)
-        self._update_nav()
+        return right
 
     def eventFilter(self, obj, event) -> bool:
         if event.type() == QEvent.Type.KeyPress and event.modifiers() == Qt.KeyboardModifier.AltModifier:
@@ -307,8 +315,7 @@ class BrowseView(QWidget):
     def _key(self, col) -> tuple | None:
         if col is None:
             return None
-        cat = col.catalog
-        return (id(col), cat.image_count(), len(cat.failures()), tuple(p for _i, p in cat.folders()))
+        return (id(col), col.image_count(), len(col.failures()), tuple(col.folders()))
 
     def reload(self, force: bool = False) -> None:
         """Re-read the catalog (when the collection changed or was re-indexed)."""
@@ -317,7 +324,7 @@ class BrowseView(QWidget):
         if not force and key == self._loaded_for and self.browser is not None:
             return
         self._loaded_for = key
-        self.browser = CollectionBrowser(col.catalog) if col is not None else None
+        self.browser = col.browser() if col is not None else None
         self.tree_model.set_tree(self.browser.tree() if self.browser else [])
         self.tree.expandToDepth(0)
         if self.folder is None and self.browser and self.browser.roots:
@@ -384,7 +391,7 @@ class BrowseView(QWidget):
         key, desc = self.sort_key()
         entries = self.browser.list_photos(self.folder, recursive=self.subfolders.isChecked(), sort=key,
                                            descending=desc, name_filter=self.filter_edit.text())
-        if self.thumbnails is not None and hasattr(self.thumbnails, "clear_pending"):
+        if self.thumbnails is not None:
             self.thumbnails.clear_pending()
         self.model.set_entries(entries)
         self.count_label.setText(plural(len(entries), "photo"))

@@ -1,9 +1,10 @@
 """Duplicates tab: exact, near-duplicate and similar groups kept apart, reviewed fast and safely.
 
 ``DuplicatesView(collection_getter, thumbnails, parent)``. The finder
-(``engine.services.duplicates.DuplicateFinder``) runs in a worker thread with a progress bar: the kNN
-graph, then the verification of candidate pairs (stored in the catalog, so a stopped run
-resumes). The overview counts each tier; one tier is shown at a time:
+(``engine.services.duplicates.DuplicateFinder``) runs as a task of the GUI's
+:class:`gui.workers.TaskRunner` with a progress bar: the kNN graph, then the verification of
+candidate pairs (stored in the catalog, so a stopped run resumes). The overview counts each
+tier; one tier is shown at a time:
 
 * **Exact** and **Near-duplicates**: each group shows its photos with the full folder path,
   resolution, size and date; the suggested keep is marked with the rule that chose it (keep
@@ -21,213 +22,24 @@ overwriting: ``engine.services.duplicates.move_to_folder``) or to the system tra
 """
 from __future__ import annotations
 
-import os
-import threading
-import time
-
-from PySide6.QtCore import QFile, QObject, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
-                               QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QMenu, QMessageBox, QProgressBar,
+from PySide6.QtCore import QFile, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar,
                                QPushButton, QScrollArea, QSlider, QStackedWidget, QTabBar, QVBoxLayout, QWidget)
 
 from engine.services.duplicate_threshold import ThresholdChoice, duplicate_threshold
-from engine.services.duplicates import (DEFAULT_THRESHOLD, KEEP_RULE_TITLES, KEEP_RULES, TIER_TITLES, TIERS, DuplicateFinder,
-                               DuplicateGroup, KeepRules, PhotoInfo, load_keep_rules, mark_resolved, move_to_folder,
-                               not_duplicates, save_keep_rules, size_text, suggested_moves, tier_counts)
+from engine.services.duplicates import (DEFAULT_THRESHOLD, TIERS, DuplicateFinder, DuplicateGroup, KeepRules,
+                                        move_to_folder, suggested_moves, tier_counts)
 
-from .duplicates_compare import CompareView
+from ..workers import Task, TaskRunner
+from .cards import GroupWidget, PhotoCard
+from .compare import CompareView
+from .keep_rules import KeepRulesDialog
 
 MAX_GROUPS_SHOWN = 200
-THUMB = 150
 TIER_TABS = {"exact": "Exact copies", "near": "Near-duplicates", "similar": "Similar shots (browse only)"}
 TRASH = "trash"
-
-
-class _Relay(QObject):
-    """Lives in the UI thread; the worker thread emits on it (delivered queued)."""
-
-    done = Signal(object, object, object)  # key, (finder, choice) or None, error message or None
-    progress = Signal(object, str, int, int)  # key, phase, done, total
-
-
-def reveal(path: str) -> None:
-    """Show the file's folder in the system file manager."""
-    QDesktopServices.openUrl(QUrl.fromLocalFile(os.path.dirname(path)))
-
-
-class PhotoCard(QFrame):
-    """One photo of a group: thumbnail, name, full folder, facts, keep badge, a 'move' check box."""
-
-    find_similar = Signal(str)
-    keep_requested = Signal(object)   # self
-    compare_requested = Signal(object)  # self
-
-    def __init__(self, info: PhotoInfo, keep: bool, removable: bool, reason: str, thumbnails, parent=None):
-        super().__init__(parent)
-        self.info = info
-        self.thumbnails = thumbnails
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.image = QLabel()
-        self.image.setFixedSize(QSize(THUMB, THUMB))
-        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.check = QCheckBox("move")
-        self.check.setChecked(removable and not keep)
-        self.check.setToolTip("Selected photos are the ones the move actions take")
-        res = f"{info.width} × {info.height}" if info.width else "? × ?"
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.date))
-        self.badge = QLabel()
-        self.badge.setWordWrap(True)
-        self.set_keep(keep and removable, reason)
-        self.facts = facts = QLabel(f"<b>{os.path.basename(info.path)}</b><br>"
-                       f"<span style='color:#555'>{info.folder}</span><br>{res} · {size_text(info.size)}<br>"
-                       f"{'taken' if info.taken is not None else 'modified'} {when}")
-        facts.setToolTip(info.path)
-        facts.setWordWrap(True)
-        facts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for w in (facts, self.badge):
-            w.setFixedWidth(THUMB + 30)
-        self.keep_btn = QPushButton("Keep this")
-        self.keep_btn.clicked.connect(lambda: self.keep_requested.emit(self))
-        self.compare_btn = QPushButton("Compare")
-        self.compare_btn.clicked.connect(lambda: self.compare_requested.emit(self))
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.keep_btn)
-        buttons.addWidget(self.compare_btn)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.image)
-        lay.addWidget(facts)
-        lay.addWidget(self.badge)
-        lay.addWidget(self.check)
-        lay.addLayout(buttons)
-        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.customContextMenuRequested.connect(lambda pos: self.menu().exec(self.mapToGlobal(pos)))
-        self.refresh_thumbnail()
-
-    def set_keep(self, keep: bool, reason: str = "") -> None:
-        self.is_keep = keep
-        self.badge.setText(f"<span style='color:#2e7d32'><b>✓ keep</b></span> <span style='color:#2e7d32'>"
-                           f"{reason}</span>" if keep else "")
-
-    def refresh_thumbnail(self) -> bool:
-        pix = self.thumbnails.request(self.info.path, THUMB) if self.thumbnails is not None else None
-        if pix is None:
-            self.image.setText("…")
-            return False
-        self.image.setPixmap(pix)
-        return True
-
-    def menu(self) -> QMenu:
-        m = QMenu(self)
-        m.addAction("Reveal in folder", lambda: reveal(self.info.path))
-        m.addAction("Open", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.info.path)))
-        m.addAction("Find similar", lambda: self.find_similar.emit(self.info.path))
-        m.addAction("Copy path", lambda: QGuiApplication.clipboard().setText(self.info.path))
-        return m
-
-
-class GroupWidget(QFrame):
-    """A group's header (tier, evidence, actions) and its photo cards."""
-
-    not_duplicate = Signal(object)  # self
-    resolved = Signal(object)       # self
-
-    def __init__(self, number: int, group: DuplicateGroup, thumbnails, parent=None):
-        super().__init__(parent)
-        self.group = group
-        self.setFrameShape(QFrame.Shape.Box)
-        self.setLineWidth(1)
-        what = TIER_TITLES[group.tier]
-        if group.tier == "near":
-            what += f" · {group.evidence}"
-        elif group.tier == "similar":
-            what += f" · search similarity ≥ {group.similarity:.2f}; nothing is proposed for removal"
-        self.header = QLabel(f"<b>Group {number}</b>: {len(group.members)} photos, {what}")
-        self.header.setWordWrap(True)
-        self.not_dup_btn = QPushButton("Not a duplicate (X)")
-        self.not_dup_btn.setToolTip("Remember that these photos are different; they are not grouped again")
-        self.not_dup_btn.clicked.connect(lambda: self.not_duplicate.emit(self))
-        self.resolved_btn = QPushButton("Keep all (R)")
-        self.resolved_btn.setToolTip("Reviewed: keep every photo of this group; it is not proposed again")
-        self.resolved_btn.clicked.connect(lambda: self.resolved.emit(self))
-        head = QHBoxLayout()  # buttons first: a wide group scrolls, they stay in view
-        if group.removable:
-            head.addWidget(self.resolved_btn)
-            head.addWidget(self.not_dup_btn)
-        head.addWidget(self.header, 1)
-        row = QHBoxLayout()
-        self.cards = [PhotoCard(m, k == 0, group.removable, group.reason, thumbnails)
-                      for k, m in enumerate(group.members)]
-        for c in self.cards:
-            row.addWidget(c)
-        row.addStretch(1)
-        lay = QVBoxLayout(self)
-        lay.addLayout(head)
-        lay.addLayout(row)
-        self.set_current(False)
-
-    def set_current(self, on: bool) -> None:
-        self.setStyleSheet("GroupWidget { border: 3px solid #1e88e5; }" if on else
-                           "GroupWidget { border: 1px solid #bbb; }")
-
-    def keep(self, card: PhotoCard) -> None:
-        """Make ``card`` the photo kept (the others of the group are selected for moving)."""
-        for c in self.cards:
-            c.set_keep(c is card, "your choice" if c is card else "")
-            c.check.setChecked(c is not card)
-
-
-class KeepRulesDialog(QDialog):
-    """Order of the keep rules, preferred formats and folders."""
-
-    def __init__(self, rules: KeepRules, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("Keep rules")
-        self.list = QListWidget()
-        self.list.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
-        for r in rules.order + tuple(x for x in KEEP_RULES if x not in rules.order):
-            self.list.addItem(KEEP_RULE_TITLES[r])
-            self.list.item(self.list.count() - 1).setData(Qt.ItemDataRole.UserRole, r)
-        up, down = QPushButton("Up"), QPushButton("Down")
-        up.clicked.connect(lambda: self._move(-1))
-        down.clicked.connect(lambda: self._move(1))
-        self.formats = QLineEdit(" ".join(rules.formats))
-        self.formats.setToolTip("File extensions preferred, best first (others come after, equal)")
-        self.folders = QLineEdit("; ".join(rules.folders))
-        self.folders.setToolTip("Folders whose photos are preferred, best first, separated by ';'")
-        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        box.accepted.connect(self.accept)
-        box.rejected.connect(self.reject)
-        lay = QVBoxLayout(self)
-        lay.addWidget(QLabel("The first rule that tells two photos apart decides which one is kept:"))
-        row = QHBoxLayout()
-        row.addWidget(self.list, 1)
-        side = QVBoxLayout()
-        side.addWidget(up)
-        side.addWidget(down)
-        side.addStretch(1)
-        row.addLayout(side)
-        lay.addLayout(row)
-        lay.addWidget(QLabel("Preferred formats:"))
-        lay.addWidget(self.formats)
-        lay.addWidget(QLabel("Preferred folders:"))
-        lay.addWidget(self.folders)
-        lay.addWidget(box)
-
-    def _move(self, d: int) -> None:
-        r = self.list.currentRow()
-        if r < 0 or not 0 <= r + d < self.list.count():
-            return
-        item = self.list.takeItem(r)
-        self.list.insertItem(r + d, item)
-        self.list.setCurrentRow(r + d)
-
-    def rules(self) -> KeepRules:
-        order = tuple(self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count()))
-        fmts = tuple(f if f.startswith(".") else "." + f for f in self.formats.text().lower().split() if f)
-        folders = tuple(f.strip() for f in self.folders.text().split(";") if f.strip())
-        return KeepRules(order, fmts, folders)
+REVIEW_KEYS = "Keys: N/P next/previous group · 1-9 keep that photo · X not a duplicate · R keep all · C compare · Tab next tier"
 
 
 class DuplicatesView(QWidget):
@@ -244,17 +56,35 @@ class DuplicatesView(QWidget):
         self.current = -1
         self.tier = "near"
         self.last_moved: list[tuple[str, str]] = []
-        self._relay = _Relay(self)
-        self._relay.done.connect(self._on_computed, Qt.ConnectionType.QueuedConnection)
-        self._relay.progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
+        # Its own runner: a long verification never holds the threads queries run on.
+        self.tasks = TaskRunner(self, threads=2)
         self._computing: tuple | None = None
-        self._cancel: threading.Event | None = None
         self.choice: ThresholdChoice | None = None
         self._choice_method = ""
         # Tests replace these with functions returning an answer instead of a dialog.
         self.confirm = self._confirm_dialog
         self.choose_folder = lambda: QFileDialog.getExistingDirectory(self, "Move the photos to")
 
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.overview = QLabel("Press “Find duplicates”.")
+        self.overview.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(self._build_search_row())
+        lay.addWidget(self.progress)
+        lay.addWidget(self.overview)
+        lay.addLayout(self._build_actions_row())
+        lay.addWidget(self._build_review(), 1)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._bind_review_keys()
+        if thumbnails is not None:
+            thumbnails.ready.connect(self._on_thumbnail)
+        self._update_label()
+        self._update_buttons()
+
+    def _build_search_row(self) -> QHBoxLayout:
+        """Scope, Find / Stop, the similar-shots threshold and the keep rules."""
         self.scope = QComboBox()
         self.scope.setToolTip("Look for duplicates in the whole collection or in one folder")
         self.scope.currentIndexChanged.connect(lambda _i: self.find_duplicates())
@@ -287,19 +117,12 @@ class DuplicatesView(QWidget):
         top.addWidget(self.slider, 1)
         top.addWidget(self.threshold_label)
         top.addWidget(self.rules_btn)
+        return top
 
-        self.progress = QProgressBar()
-        self.progress.hide()
-        self.overview = QLabel("Press “Find duplicates”.")
-        self.overview.setWordWrap(True)
+    def _build_actions_row(self) -> QHBoxLayout:
+        """What was done (summary), where moved photos go, and the move / copy actions."""
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.tabs = QTabBar()
-        for t in TIERS:
-            self.tabs.addTab(TIER_TABS[t])
-        self.tabs.setCurrentIndex(TIERS.index(self.tier))
-        self.tabs.currentChanged.connect(lambda i: self.show_tier(TIERS[i]))
-
         self.dest = QComboBox()
         self.dest.addItem("to the system trash", TRASH)
         self.dest.addItem("to a folder…", None)
@@ -320,18 +143,25 @@ class DuplicatesView(QWidget):
         actions.addWidget(self.dest)
         for b in (self.apply_btn, self.move_btn, self.copy_btn):
             actions.addWidget(b)
+        return actions
 
+    def _build_review(self) -> QStackedWidget:
+        """The tier tabs over the scrolled groups, and the compare view in its place on demand."""
+        self.tabs = QTabBar()
+        for t in TIERS:
+            self.tabs.addTab(TIER_TABS[t])
+        self.tabs.setCurrentIndex(TIERS.index(self.tier))
+        self.tabs.currentChanged.connect(lambda i: self.show_tier(TIERS[i]))
         self.body = QWidget()
         self.body_layout = QVBoxLayout(self.body)
         self.body_layout.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(self.body)
-        self.keys_hint = QLabel("Keys: N/P next/previous group · 1-9 keep that photo · X not a duplicate · "
-                                "R keep all · C compare · Tab next tier")
+        self.keys_hint = QLabel(REVIEW_KEYS)
         self.keys_hint.setStyleSheet("color: gray")
-        review = QWidget()
-        rl = QVBoxLayout(review)
+        self.review = QWidget()
+        rl = QVBoxLayout(self.review)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.tabs)
         rl.addWidget(self.scroll, 1)
@@ -339,32 +169,19 @@ class DuplicatesView(QWidget):
         self.compare = CompareView()
         self.compare.closed.connect(self.close_compare)
         self.stack = QStackedWidget()
-        self.stack.addWidget(review)
+        self.stack.addWidget(self.review)
         self.stack.addWidget(self.compare)
+        return self.stack
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addLayout(top)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.overview)
-        lay.addLayout(actions)
-        lay.addWidget(self.stack, 1)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        for key, slot in (("N", self.next_group), ("Down", self.next_group), ("P", self.previous_group),
-                          ("Up", self.previous_group), ("X", self.not_duplicate_current),
-                          ("R", self.resolve_current), ("C", self.compare_current), ("Tab", self.next_tier)):
-            sc = QShortcut(QKeySequence(key), review)
+    def _bind_review_keys(self) -> None:
+        keys = [("N", self.next_group), ("Down", self.next_group), ("P", self.previous_group),
+                ("Up", self.previous_group), ("X", self.not_duplicate_current), ("R", self.resolve_current),
+                ("C", self.compare_current), ("Tab", self.next_tier)]
+        keys += [(str(n), lambda n=n: self.keep_nth(n)) for n in range(1, 10)]
+        for key, slot in keys:
+            sc = QShortcut(QKeySequence(key), self.review)
             sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             sc.activated.connect(slot)
-        for n in range(1, 10):
-            sc = QShortcut(QKeySequence(str(n)), review)
-            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            sc.activated.connect(lambda n=n: self.keep_nth(n))
-        self.review = review
-        if thumbnails is not None:
-            thumbnails.ready.connect(self._on_thumbnail)
-        self._update_label()
-        self._update_buttons()
 
     # -- computing ------------------------------------------------------------------------
     def threshold(self) -> float:
@@ -406,11 +223,11 @@ class DuplicatesView(QWidget):
 
     def _key(self, col) -> tuple:
         m = col.active_method
-        return (id(col), m, col.catalog.generation(m), self.scope.currentData())
+        return (id(col), m, col.generation(m), self.scope.currentData())
 
     def find_duplicates(self, force: bool = False) -> None:
-        """(Re)compute the graph and verify the candidate pairs of the chosen scope (worker
-        thread, with progress), then group."""
+        """(Re)compute the graph and verify the candidate pairs of the chosen scope (a task,
+        with progress), then group."""
         col = self.collection_getter()
         if col is None:
             self.overview.setText("No collection is open.")
@@ -423,64 +240,66 @@ class DuplicatesView(QWidget):
             return
         if self._computing == key:
             return  # already on its way
-        if self._cancel is not None:
-            self._cancel.set()  # an older request (other scope) stops; its checks are kept
+        self.cancel()  # an older request (other scope) stops; its checks are kept, its result dropped
         folder = self.scope.currentData()
         self.overview.setText("Comparing photos…")
         self._computing = key
-        self._cancel = cancel = threading.Event()
         self.find_btn.setEnabled(False)
         self.cancel_btn.show()
         self.progress.setRange(0, 0)
         self.progress.show()
+        self.tasks.start("duplicates", lambda task: self._compute(task, col, folder),
+                         lambda result: self._on_computed(key, result), lambda message: self._on_failed(key, message),
+                         on_progress=self._on_progress)
 
-        def work() -> None:
-            result, error = self._compute(col, folder, key, cancel)
-            self._relay.done.emit(key, result, error)
-
-        threading.Thread(target=work, name="duplicates", daemon=True).start()
-
-    def _compute(self, col, folder, key, cancel: threading.Event):
-        try:
-            choice = duplicate_threshold(col)
-            cfg = choice.config(keep=load_keep_rules(col.catalog))
-            finder = DuplicateFinder.from_collection(
-                col, folder=folder, config=cfg,
-                progress=lambda d, t: self._relay.progress.emit(key, "Searching neighbours", d, t))
-            finder.verify(progress=lambda p: self._relay.progress.emit(
-                key, "Hashing photos (for rotated copies)" if p.phase == "hashing" else "Checking candidate pairs",
-                p.done, p.total), cancel=cancel)
-            finder.groups(DEFAULT_THRESHOLD)  # checks against each group's keep happen here, off the UI thread
-            return (finder, choice), None
-        except Exception as exc:  # no descriptors yet, etc.: say it, do not crash the window
-            return None, str(exc)
+    @staticmethod
+    def _compute(task: Task, col, folder) -> tuple[DuplicateFinder, ThresholdChoice]:  # pool thread
+        choice = duplicate_threshold(col)
+        cfg = choice.config(keep=col.keep_rules())
+        finder = DuplicateFinder.from_collection(
+            col, folder=folder, config=cfg, progress=lambda d, t: task.report(("Searching neighbours", d, t)))
+        finder.verify(progress=lambda p: task.report((
+            "Hashing photos (for rotated copies)" if p.phase == "hashing" else "Checking candidate pairs",
+            p.done, p.total)), cancel=task.cancel_event)
+        finder.groups(DEFAULT_THRESHOLD)  # checks against each group's keep happen here, off the UI thread
+        return finder, choice
 
     def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
+        task = self.tasks.running("duplicates")
+        if task is not None:
+            task.cancel()
+
+    def stop(self, msecs: int = 10000) -> bool:
+        """Cancel the running scan and wait for it (the window closes)."""
+        self.cancel()
+        return self.tasks.wait(msecs)
 
     def busy(self) -> bool:
-        """True while the worker thread searches and verifies."""
+        """True while the task searches and verifies."""
         return self._computing is not None
 
-    def _on_progress(self, key, phase: str, done: int, total: int) -> None:
-        if key != self._computing:
-            return
+    def _on_progress(self, progress: tuple[str, int, int]) -> None:
+        phase, done, total = progress
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
         self.progress.setFormat(f"{phase}: {done} / {total}")
 
-    def _on_computed(self, key, result, error) -> None:
+    def _computed(self, key) -> None:
         if self._computing == key:
             self._computing = None
             self.find_btn.setEnabled(True)
             self.cancel_btn.hide()
             self.progress.hide()
-        if error is not None:
-            self.finder = None
-            self.overview.setText(f"Cannot look for duplicates: {error}")
-            self._show([])
-            return
+
+    def _on_failed(self, key, message: str) -> None:
+        """No descriptors yet, and the like: said in the overview (the window stays up)."""
+        self._computed(key)
+        self.finder = None
+        self.overview.setText(f"Cannot look for duplicates: {message}")
+        self._show([])
+
+    def _on_computed(self, key, result: tuple[DuplicateFinder, ThresholdChoice]) -> None:
+        self._computed(key)
         col = self.collection_getter()
         if col is None or self._key(col) != key:
             return  # the collection or scope changed meanwhile: a newer request follows
@@ -635,20 +454,20 @@ class DuplicatesView(QWidget):
         """Remember that the group's photos are different photos; drop the group."""
         col = self.collection_getter()
         if col is not None:
-            not_duplicates(col.catalog, w.group.members)
+            col.mark_not_duplicates(w.group.members)
         self._drop_group(w, "Remembered: not duplicates.")
 
     def resolve(self, w: GroupWidget) -> None:
         """Remember that the group was reviewed and every photo is kept; drop the group."""
         col = self.collection_getter()
         if col is not None:
-            mark_resolved(col.catalog, w.group.members)
+            col.mark_resolved(w.group.members)
         self._drop_group(w, "Remembered: all kept.")
 
     def _drop_group(self, w: GroupWidget, message: str) -> None:
         col = self.collection_getter()
         if self.finder is not None and col is not None:
-            self.finder.decisions = col.catalog.pair_decisions()
+            self.finder.decisions = col.pair_decisions()
         at = self.group_widgets.index(w)
         self.groups = [g for g in self.groups if g is not w.group]
         self._show(self.groups)
@@ -684,17 +503,17 @@ class DuplicatesView(QWidget):
     # -- keep rules -----------------------------------------------------------------------
     def edit_keep_rules(self) -> None:
         col = self.collection_getter()
-        rules = load_keep_rules(col.catalog) if col is not None else KeepRules()
+        rules = col.keep_rules() if col is not None else KeepRules()
         dlg = KeepRulesDialog(rules, self)
         if dlg.exec() == QDialog.DialogCode.Accepted:
             self.set_keep_rules(dlg.rules())
 
     def set_keep_rules(self, rules: KeepRules) -> None:
-        """Store the rules in the collection and re-suggest every group's keep. In the worker
-        thread: a new keep may need checking against members it was not compared with."""
+        """Store the rules in the collection and re-suggest every group's keep. In a task: a
+        new keep may need checking against members it was not compared with."""
         col = self.collection_getter()
         if col is not None:
-            save_keep_rules(col.catalog, rules)
+            col.set_keep_rules(rules)
         if self.finder is not None:
             self.find_duplicates(force=True)
 
@@ -840,7 +659,7 @@ class DuplicatesView(QWidget):
             return
         for g in self.groups:
             if any(m.path in moved for m in g.members):
-                mark_resolved(col.catalog, g.members)
+                col.mark_resolved(g.members)
 
     def _forget(self, paths: list[str]) -> None:
         """Drop moved photos from the catalog and from the groups on screen."""
@@ -848,7 +667,7 @@ class DuplicatesView(QWidget):
             return
         col = self.collection_getter()
         if col is not None:
-            col.catalog.remove_images(paths)
+            col.remove_photos(paths)
         self.finder = None
         self._finder_key = None
         gone = set(paths)

@@ -1,7 +1,7 @@
 """The "Why matched" panel: query and result side by side with what carries their similarity.
 
 Everything shown comes from the engine (computed in a worker): the calibrated similarity
-(:mod:`engine.search.score_calibration`), the parts of both photos that speak most for the match
+(``engine.api.score_calibration``), the parts of both photos that speak most for the match
 (:func:`engine.services.explain.explain_match`: regions or areas, described by where they are in the
 photo, never by channel numbers) and, where the photos share local features, the matched
 points that agree on one geometry (:meth:`engine.api.Collection.matched_keypoints`), drawn as

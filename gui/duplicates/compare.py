@@ -14,10 +14,10 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
+from engine.api import load_image
 from engine.errors import ImageLoadError
-from engine.imaging.images import load_image
 
-from .thumbnails import pil_to_qimage
+from ..qimages import pil_to_qimage
 
 VIEW_SIDE = 2048
 FLICKER_MS = 450

@@ -45,12 +45,6 @@ def rgba_to_qimage(rgba: np.ndarray) -> QImage:
     return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
 
 
-def pil_to_qpixmap(img: Image.Image) -> QPixmap:
-    img = img.convert("RGB")
-    q = QImage(img.tobytes("raw", "RGB"), img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(q.copy())
-
-
 def _upscale(values: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
     """Resize a float map to ``size`` = (w, h) (nearest for grids, bilinear for heat maps)."""
     im = Image.fromarray(values.astype(np.float32), mode="F")
@@ -321,9 +315,6 @@ class OverlayView(QGraphicsView):
     def zoom(self, factor: float) -> None:
         self._fitted = False
         self.scale(factor, factor)
-
-    def zoom_level(self) -> float:
-        return self.transform().m11()
 
     def wheelEvent(self, event) -> None:
         self.zoom(1.25 if event.angleDelta().y() > 0 else 0.8)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersistentModelIndex, QSize, Qt, QUrl
 from PySide6.QtGui import QColor, QPixmap
 
-from .thumbnails import ThumbnailProvider
+from ..thumbnails import ThumbnailProvider
 
-# A result at least this similar to the query counts as a near-duplicate of it (same photo
-# re-encoded, resized or slightly cropped scores above this with every method we ship).
+# A result at least this similar to the query counts as a near-duplicate of it: with R-MAC-like
+# methods a re-encoded, resized or slightly cropped copy scores above this. Methods whose
+# similarities run lower (cluster-MAC: a resized copy scores ~0.4) get the collection's
+# calibrated duplicate threshold instead (engine/services/duplicate_threshold.py).
 NEAR_DUPLICATE_SCORE = 0.95
 
 PathRole = Qt.ItemDataRole.UserRole + 1
@@ -51,7 +53,7 @@ class ResultsModel(QAbstractListModel):
         self.text_filter = ""
         self.sort_key = self.SORT_SCORE
         self._placeholder: QPixmap | None = None
-        self.calibration = None  # engine.search.score_calibration.ScoreCalibration, or None: raw scores
+        self.calibration = None  # engine.api.ScoreCalibration, or None: raw scores
         thumbnails.ready.connect(self._on_thumbnail_ready)
 
     # -- content ----------------------------------------------------------------------

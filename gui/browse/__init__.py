@@ -1,0 +1,1 @@
+"""The Browse tab: folder tree, photo grid and viewer."""

@@ -1,0 +1,1 @@
+"""The Duplicates tab: tiers of duplicate groups, keyboard review, compare view, safe moves."""
