@@ -22,8 +22,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import LookalikeError
+from engine.errors import LookalikeError, UnsafePathError
 from engine.imaging.images import is_image_path
+from engine.store.confine import confined
 
 PROTOCOLS = ("ukbench", "holidays", "oxford", "folders")
 GT_PROTOCOLS = ("ukbench", "holidays", "oxford")
@@ -104,7 +105,14 @@ def load_ground_truth(root: str | os.PathLike, check_files: bool = True) -> Data
         if name in seen:
             raise _fail(gt, f"images[{i}] '{name}' is listed twice")
         seen.add(name)
-    images_root = (root / images_dir).resolve()
+    # The file is data from elsewhere: its folder and names stay inside the dataset (no
+    # '..', no absolute path, no symlink out), or eval would read and write outside it.
+    try:
+        images_root = confined(root, images_dir, "images folder")
+        for i, name in enumerate(images):
+            confined(images_root, name, f"images[{i}]")
+    except UnsafePathError as exc:
+        raise _fail(gt, str(exc)) from None
     if check_files:
         if not images_root.is_dir():
             raise _fail(gt, f"images folder '{images_dir}' not found in {root}")

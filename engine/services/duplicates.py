@@ -274,6 +274,12 @@ class DuplicateGroup:
         if self.tier not in TIERS:
             raise ValueError(f"unknown tier {self.tier!r}")
         self.members = self.rules.sort(self.members)
+        # A symbolic link to another member is no copy: keeping it and moving "the others"
+        # would move the only real file. A real file is kept whenever there is one.
+        real = [m for m in self.members if not os.path.islink(m.path)]
+        if real and real[0] is not self.members[0]:
+            self.members.remove(real[0])
+            self.members.insert(0, real[0])
         self.others = [m.path for m in self.members[1:]]
         keep = self.members[0]
         # Against the best member that is not an identical file (identical files tie on every rule).
@@ -804,7 +810,14 @@ def mark_resolved(catalog, members: Sequence[PhotoInfo]) -> int:
 def suggested_moves(groups: Iterable[DuplicateGroup]) -> list[tuple[DuplicateGroup, list[str]]]:
     """What "apply the suggestion" moves: for each exact or near group, all but its keep.
     Similar groups are never included."""
-    return [(g, list(g.others)) for g in groups if g.removable and g.others]
+    moves = []
+    for g in groups:
+        keep = os.path.realpath(g.keep.path)
+        # Never the file the kept one is (a link's target, a second path of the same file).
+        others = [p for p in g.others if os.path.realpath(p) != keep] if g.removable else []
+        if others:
+            moves.append((g, others))
+    return moves
 
 
 def unique_destination(folder: Path, name: str) -> Path:
