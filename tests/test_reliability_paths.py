@@ -95,3 +95,26 @@ def test_only_links_to_one_file_move_nothing_that_is_the_kept_file(tmp_path):
     os.symlink(real, b)
     group = DuplicateGroup([_info(a, 1), _info(b, 2)], "exact", 1.0)
     assert suggested_moves([group]) == []  # both are the same file: nothing to move
+
+
+def test_a_cross_device_move_into_a_full_disk_leaves_no_partial_copy(tmp_path, monkeypatch):
+    import errno
+
+    import engine.services.duplicates as dup_mod
+
+    src = tmp_path / "photo.jpg"
+    make_photo(3, (320, 240)).save(src)
+    original = src.read_bytes()
+
+    def no_link(_a, _b):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def full(fin, fout, _n):
+        fout.write(fin.read(100))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dup_mod.os, "link", no_link)
+    monkeypatch.setattr(dup_mod.shutil, "copyfileobj", full)
+    with pytest.raises(OSError, match="No space left"):
+        move_to_folder([src], tmp_path / "dups")
+    assert src.read_bytes() == original and list((tmp_path / "dups").iterdir()) == []

@@ -840,7 +840,14 @@ def _move_no_overwrite(src: Path, dst: Path) -> None:
             raise FileExistsError(errno.EEXIST, "destination exists", str(dst)) from None
         # Another file system, or links unsupported: exclusive-create copy, then check it.
         with open(src, "rb") as fin, open(dst, "xb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+            try:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            except BaseException:  # disk full, unplugged: no partial copy under the photo's name
+                fout.close()
+                os.unlink(dst)
+                raise
         shutil.copystat(src, dst)
         if os.path.getsize(dst) != os.path.getsize(src):
             os.unlink(dst)
