@@ -168,6 +168,28 @@ def test_eval_cli_folders_json_schema_and_cache(tmp_path, capsys, monkeypatch):
     assert again["cached"] and again["mAP"] == res["mAP"]
 
 
+def test_evaluation_ranks_as_the_apps_search_does(tmp_path, monkeypatch):
+    # ms-rmac re-scores exactly (weighted layer distances, not the inner product of its search
+    # vectors): the evaluation must rank by what SearchIndex.search ranks by.
+    from engine.api import Collection
+    from engine.evaluation.runner import catalog_dir_for, evaluate
+
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    ds = load_folders(_user_folders(tmp_path / "mine"))
+    overrides = {"image_side": 128}
+    result = evaluate(ds, "ms-rmac", device="cpu", cache_root=tmp_path / "cache", overrides=overrides)
+    config = {**result.config, "weights": None}
+    col = Collection.open(catalog_dir_for(ds, "ms-rmac", config, "exif", tmp_path / "cache"), device="cpu")
+    try:
+        idx = col.search_index("ms-rmac")
+        for q in result.per_query:
+            query_path = str(ds.images_root / q.query)
+            found = idx.search(idx.raw[idx.row_of(query_path)], top=10, exclude={query_path})
+            assert [str(Path(r.path).relative_to(ds.images_root).as_posix()) for r in found] == q.top
+    finally:
+        col.close()
+
+
 def test_results_markdown_keeps_hand_written_text(tmp_path):
     from engine.evaluation.dataset import Dataset
     from engine.evaluation.metrics import score_query as sq

@@ -6,11 +6,11 @@ so a second run only re-scores (indexing is incremental: changed files are re-de
 The indexing time per image is measured when images are actually described and kept in the
 catalog's meta, so a cached run still reports it.
 
-Scoring: the database vectors are the method's search vectors (``SearchIndex.vectors``, with
-the fitted post-processing); the query's score against every database image is the inner
-product, or the method's exact ``rescore`` over the *whole* database when it has one (the app
-re-scores a faiss shortlist of 200; with full re-scoring the evaluation measures the method,
-not the shortlist). Ranking: see :func:`engine.evaluation.metrics.rank_by_score` (ties keep
+Scoring: by :meth:`engine.search.index.SearchIndex.scores`, the function the app's search
+ranks by (the inner product of search vectors with the fitted post-processing, or the
+method's exact ``rescore`` when it has one), over the *whole* database (the app re-scores a
+faiss shortlist of 200; with full re-scoring the evaluation measures the method, not the
+shortlist). Ranking: see :func:`engine.evaluation.metrics.rank_by_score` (ties keep
 the database order).
 
 Queries with a ``bbox``: ``query_crop="image"`` describes the cropped image (crop I),
@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,9 @@ from engine.descriptors.methods import METHODS, create_method
 from engine.store.paths import cache_dir
 from engine.evaluation.dataset import Dataset
 from engine.evaluation.metrics import QueryScore, rank_by_score, score_query, summarize
+
+if TYPE_CHECKING:
+    from engine.indexing.indexer import IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -215,18 +218,8 @@ def _index_waiting_for_lock(col, method: str, progress, overrides, wait_s: float
             time.sleep(5.0)
 
 
-def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: str = "image",
-             rotation: str = "exif", weights: str | None = None, cache_root: str | os.PathLike | None = None,
-             progress: Callable | None = None, overrides: dict | None = None,
-             rerank: str = "none") -> MethodResult:
-    """Index ``dataset`` with ``method`` (cached) and score every query.
-
-    ``rerank`` (a name of :data:`engine.search.rerank.RERANKERS`) re-ranks each query's full ranking
-    of the database, as the app does with its shortlist; the result is named ``method+rerank``.
-    """
-    from engine.search.rerank import RERANKERS, RerankContext
-
-    Collection = _eval_collection_type()  # heavy imports only when evaluating
+def _check_options(method: str, query_crop: str, rotation: str, rerank: str) -> None:
+    from engine.search.rerank import RERANKERS
 
     if query_crop not in QUERY_CROPS:
         raise LookalikeError(f"Unknown query crop '{query_crop}'; choose one of {', '.join(QUERY_CROPS)}.")
@@ -236,6 +229,102 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
         raise LookalikeError(f"Unknown method '{method}'. Available: {', '.join(sorted(METHODS))}.")
     if rerank not in RERANKERS:
         raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
+
+
+@dataclass
+class _IndexTiming:
+    report: IndexReport
+    seconds: float
+    ms_per_image: float | None  # of the run that described the images (kept in the catalog's meta)
+    cpu_ms_per_image: float | None
+
+
+def _index_timed(col, method: str, progress, overrides) -> _IndexTiming:
+    """Index (incrementally) and measure the time per described image; a cached run reads the
+    time measured when its images were described."""
+    shared = col.extractor_for(col.method(method, overrides))
+    saved0 = (shared.saved_wall, shared.saved_cpu)
+    t0, cpu0 = time.monotonic(), time.process_time()
+    report = _index_waiting_for_lock(col, method, progress, overrides)
+    seconds = time.monotonic() - t0
+    index_cpu = time.process_time() - cpu0
+    # CNN time of feature maps reused from another method's run counts as this method's cost.
+    index_wall_alone = report.seconds + shared.saved_wall - saved0[0]
+    index_cpu += shared.saved_cpu - saved0[1]
+    if report.cancelled:
+        raise LookalikeError("Evaluation cancelled while indexing.")
+    if report.indexed:
+        # Time per described image, measured now; kept for later cached runs.
+        col.catalog.set_meta("eval_ms_per_image", f"{1000.0 * index_wall_alone / report.indexed:.3f}")
+        col.catalog.set_meta("eval_cpu_ms_per_image", f"{1000.0 * index_cpu / report.indexed:.3f}")
+        col.catalog.set_meta("eval_ms_images", str(report.indexed))
+    ms_meta = col.catalog.get_meta("eval_ms_per_image")
+    cpu_meta = col.catalog.get_meta("eval_cpu_ms_per_image")
+    return _IndexTiming(report, seconds, float(ms_meta) if ms_meta else None, float(cpu_meta) if cpu_meta else None)
+
+
+def _database_rows(col, idx, dataset: Dataset, images_root: Path) -> np.ndarray:
+    """The search index's row of every database image, in the dataset's order."""
+    rows, missing = [], []
+    for name in dataset.images:
+        r = idx.row_of(os.fspath(images_root / name))
+        if r is None:
+            missing.append(name)
+        rows.append(r)
+    if missing:
+        failed = dict(col.catalog.failures())
+        why = failed.get(os.fspath(images_root / missing[0]), "not indexed")
+        raise LookalikeError(f"{len(missing)} database image(s) of {dataset.name} could not be indexed, "
+                             f"e.g. {missing[0]}: {why}")
+    return np.array(rows, dtype=np.int64)
+
+
+def _score_queries(col, idx, dataset: Dataset, images_root: Path, rows: np.ndarray, query_crop: str,
+                   rerank: str) -> tuple[list[QueryScore], str]:
+    """Every query's metrics, and the query crop actually used. Scores are the app's
+    (:meth:`engine.search.index.SearchIndex.scores`) over the whole database, not a shortlist."""
+    from engine.search.rerank import RERANKERS, RerankContext
+
+    m = idx.method
+    db_vectors = idx.vectors[rows]
+    pos_of = {name: i for i, name in enumerate(dataset.images)}
+    db_paths = [os.fspath(images_root / name) for name in dataset.images]
+    used_crop = query_crop
+    scores_out: list[QueryScore] = []
+    rerank_cache: dict = {}  # the database stays the same for every query
+    for q in dataset.queries:
+        if q.bbox is not None and query_crop != "none":
+            mode = "activations" if (query_crop == "activations" and m.supports_activation_crop) else "image"
+            if query_crop == "activations" and mode == "image":
+                used_crop = "image (activations not supported)"
+            q_raw = col.describe_query(images_root / q.image, m.name, box=q.bbox, box_mode=mode)
+        else:
+            q_raw = idx.raw[rows[pos_of[q.image]]]
+        qv = idx.query_vector(q_raw)
+        scores = idx.scores(q_raw, rows, qv)
+        order = rank_by_score(scores)
+        if rerank != "none":
+            box = q.bbox if query_crop != "none" else None
+            context = RerankContext(db_paths, os.fspath(images_root / q.image), box=box)
+            _, order = RERANKERS[rerank](qv[0], db_vectors, scores[order], order, cache=rerank_cache,
+                                         context=context)
+        ranking = [dataset.images[i] for i in order]
+        scores_out.append(score_query(ranking, q.image, q.positives, q.junk,
+                                      exclude_query=dataset.excludes_query, label=q.label))
+    return scores_out, used_crop
+
+
+def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: str = "image",
+             rotation: str = "exif", weights: str | None = None, cache_root: str | os.PathLike | None = None,
+             progress: Callable | None = None, overrides: dict | None = None,
+             rerank: str = "none") -> MethodResult:
+    """Index ``dataset`` with ``method`` (cached) and score every query.
+
+    ``rerank`` (a name of :data:`engine.search.rerank.RERANKERS`) re-ranks each query's full ranking
+    of the database, as the app does with its shortlist; the result is named ``method+rerank``.
+    """
+    _check_options(method, query_crop, rotation, rerank)
+    Collection = _eval_collection_type()  # heavy imports only when evaluating
     if dataset.protocol != "holidays":
         rotation = "exif"  # the option is Holidays' (other sets are evaluated upright per EXIF)
     m0 = create_method(method, overrides)
@@ -250,80 +339,24 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
     col = Collection.open(cat_dir, device=device, weights=weights)
     try:
         col.add_folder(images_root)
-        shared = col.extractor_for(col.method(method, overrides))
-        saved0 = (shared.saved_wall, shared.saved_cpu)
-        t0, cpu0 = time.monotonic(), time.process_time()
-        report = _index_waiting_for_lock(col, method, progress, overrides)
-        index_seconds = time.monotonic() - t0
-        index_cpu = time.process_time() - cpu0
-        # CNN time of feature maps reused from another method's run counts as this method's cost.
-        index_wall_alone = report.seconds + shared.saved_wall - saved0[0]
-        index_cpu += shared.saved_cpu - saved0[1]
-        if report.cancelled:
-            raise LookalikeError("Evaluation cancelled while indexing.")
-        if report.indexed:
-            # Time per described image, measured now; kept for later cached runs.
-            col.catalog.set_meta("eval_ms_per_image", f"{1000.0 * index_wall_alone / report.indexed:.3f}")
-            col.catalog.set_meta("eval_cpu_ms_per_image", f"{1000.0 * index_cpu / report.indexed:.3f}")
-            col.catalog.set_meta("eval_ms_images", str(report.indexed))
-        ms_meta = col.catalog.get_meta("eval_ms_per_image")
-        cpu_meta = col.catalog.get_meta("eval_cpu_ms_per_image")
+        timing = _index_timed(col, method, progress, overrides)
         idx = col.search_index(method)
-        m = idx.method
-        rows = []
-        missing = []
-        for name in dataset.images:
-            r = idx.row_of(os.fspath(images_root / name))
-            if r is None:
-                missing.append(name)
-            rows.append(r)
-        if missing:
-            failed = dict(col.catalog.failures())
-            why = failed.get(os.fspath(images_root / missing[0]), "not indexed")
-            raise LookalikeError(f"{len(missing)} database image(s) of {dataset.name} could not be indexed, "
-                                 f"e.g. {missing[0]}: {why}")
-        rows_arr = np.array(rows, dtype=np.int64)
-        db_vectors = idx.vectors[rows_arr]
-        db_raw = idx.raw[rows_arr]
-        pos_of = {name: i for i, name in enumerate(dataset.images)}
-        db_paths = [os.fspath(images_root / name) for name in dataset.images]
-        used_crop = query_crop
-        scores_out: list[QueryScore] = []
-        rerank_cache: dict = {}  # the database stays the same for every query
+        rows = _database_rows(col, idx, dataset, images_root)
         t1 = time.monotonic()
-        for q in dataset.queries:
-            if q.bbox is not None and query_crop != "none":
-                mode = "activations" if (query_crop == "activations" and m.supports_activation_crop) else "image"
-                if query_crop == "activations" and mode == "image":
-                    used_crop = "image (activations not supported)"
-                q_raw = col.describe_query(images_root / q.image, method, box=q.bbox, box_mode=mode)
-            else:
-                q_raw = db_raw[pos_of[q.image]]
-            qv = m.search_vectors(np.asarray(q_raw, np.float32)[None, :], idx.fit_state)[0]
-            scores = db_vectors @ qv
-            exact = m.rescore(np.asarray(q_raw, np.float32), db_raw, idx.fit_state)
-            if exact is not None:
-                scores = np.asarray(exact, dtype=np.float64)
-            order = rank_by_score(scores)
-            if rerank != "none":
-                box = q.bbox if query_crop != "none" else None
-                context = RerankContext(db_paths, os.fspath(images_root / q.image), box=box)
-                _, order = RERANKERS[rerank](qv, db_vectors, scores[order], order, cache=rerank_cache,
-                                             context=context)
-            ranking = [dataset.images[i] for i in order]
-            scores_out.append(score_query(ranking, q.image, q.positives, q.junk,
-                                          exclude_query=dataset.excludes_query, label=q.label))
+        scores_out, used_crop = _score_queries(col, idx, dataset, images_root, rows, query_crop, rerank)
         query_seconds = time.monotonic() - t1
         metrics: dict[str, float | None] = summarize(scores_out)
         if dataset.protocol != "ukbench":
             metrics["ns"] = None  # N-S is UKBench's score only
+        m = idx.method
         return MethodResult(
-            method=method if rerank == "none" else f"{method}+{rerank}", dataset=dataset.name, protocol=dataset.protocol, backbone=m.config.backbone,
-            image_side=int(getattr(m.config, "image_side", 0)), dim=int(db_vectors.shape[1]), n_images=len(dataset.images), n_queries=len(dataset.queries),
-            query_crop=used_crop, rotation=rotation, device=str(select_device(device)),
-            metrics=metrics, ms_per_image=float(ms_meta) if ms_meta else None,
-            cpu_ms_per_image=float(cpu_meta) if cpu_meta else None, index_seconds=index_seconds,
-            query_seconds=query_seconds, cached=report.indexed == 0, config=config, per_query=scores_out,
-            paths={n: os.fspath(images_root / n) for n in dataset.images})
+            method=method if rerank == "none" else f"{method}+{rerank}", dataset=dataset.name,
+            protocol=dataset.protocol, backbone=m.config.backbone,
+            image_side=int(getattr(m.config, "image_side", 0)), dim=int(idx.vectors.shape[1]),
+            n_images=len(dataset.images), n_queries=len(dataset.queries), query_crop=used_crop,
+            rotation=rotation, device=str(select_device(device)), metrics=metrics,
+            ms_per_image=timing.ms_per_image, cpu_ms_per_image=timing.cpu_ms_per_image,
+            index_seconds=timing.seconds, query_seconds=query_seconds, cached=timing.report.indexed == 0,
+            config=config, per_query=scores_out, paths={n: os.fspath(images_root / n) for n in dataset.images})
     finally:
         col.close()

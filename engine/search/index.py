@@ -9,7 +9,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from engine.search.ann import AnnConfig, build_vector_index
@@ -89,6 +88,27 @@ class SearchIndex:
     def row_of(self, path: str) -> int | None:
         return self._row_of_path.get(path)
 
+    # -- scoring (what search() ranks by; the evaluation scores through these too) -----------
+    def query_vector(self, query_raw: np.ndarray) -> np.ndarray:
+        """The query's search vector, ``(1, D)`` float32, with the fitted post-processing."""
+        raw = np.asarray(query_raw, np.float32)[None, :]
+        return np.ascontiguousarray(self.method.search_vectors(raw, self.fit_state), dtype=np.float32)
+
+    def exact_rescores(self, query_raw: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """The method's exact similarity to the photos at ``rows`` (float64, higher is better),
+        or None for methods whose similarity is the inner product of search vectors."""
+        exact = self.method.rescore(np.asarray(query_raw, np.float32), self.raw[rows], self.fit_state)
+        return None if exact is None else np.asarray(exact, dtype=np.float64)
+
+    def scores(self, query_raw: np.ndarray, rows: np.ndarray, qv: np.ndarray | None = None) -> np.ndarray:
+        """The method's similarity of the query to the photos at ``rows``: its exact re-score,
+        else the inner product of search vectors (``qv``: :meth:`query_vector`, if known)."""
+        exact = self.exact_rescores(query_raw, rows)
+        if exact is not None:
+            return exact
+        qv = self.query_vector(query_raw) if qv is None else qv
+        return self.vectors[rows] @ qv[0]
+
     def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None,
                rerank: str = "none", photo=None, box=None) -> list[SearchResult]:
         """Best ``top`` results for a raw query descriptor, best first. ``photo`` (the query's
@@ -98,14 +118,14 @@ class SearchIndex:
             raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
         exclude = exclude or set()
         n = len(self.ids)
-        qv = np.ascontiguousarray(self.method.search_vectors(query_raw[None, :], self.fit_state), dtype=np.float32)
+        qv = self.query_vector(query_raw)
         hidden = len(exclude) + min(len(self._sidecar_rows), top)
         k = min(n, max(top + hidden, self.shortlist) if (rerank != "none" or self._rescores()) else top + hidden)
         scores, idx = self.index.search(qv, k)
         scores, idx = scores[0], idx[0]
         keep = idx >= 0
         scores, idx = scores[keep], idx[keep]
-        exact = self.method.rescore(query_raw, self.raw[idx], self.fit_state)
+        exact = self.exact_rescores(query_raw, idx)
         if exact is not None:
             order = np.argsort(-exact, kind="stable")
             scores, idx = exact[order], idx[order]
@@ -126,9 +146,7 @@ class SearchIndex:
                 break
         missing = np.array([i for _p, _s, i in out if i not in base], np.int64)
         if len(missing):  # brought in by the re-ranker (query expansion): score them as the method does
-            exact = self.method.rescore(query_raw, self.raw[missing], self.fit_state)
-            extra = exact if exact is not None else self.vectors[missing] @ qv[0]
-            base.update(zip(missing.tolist(), np.asarray(extra, np.float64).tolist()))
+            base.update(zip(missing.tolist(), np.asarray(self.scores(query_raw, missing, qv), np.float64).tolist()))
         return [SearchResult(p, s, int(self.ids[i]), base_score=float(base[i])) for p, s, i in out]
 
     def _rescores(self) -> bool:
