@@ -67,8 +67,6 @@ def drop_to_results(work: Path, n: int = 10_000) -> dict:
     ex = get_extractor(m.config.backbone, "cpu")
     index = VectorIndex.build(DescriptorModel(1280, themes=500).sample(n, 3))
     paths = sorted((work / "jpegs").glob("*.jpg"))[:5]
-    import torch
-
     from engine.indexing.indexer import available_cores, query_threads, torch_threads
 
     out = {"drop_to_results_threads": query_threads()}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 

@@ -30,10 +30,6 @@ class CatalogBusyError(LookalikeError):
     """Another process is indexing this collection."""
 
 
-class CancelledError(LookalikeError):
-    """Long work was cancelled by the user."""
-
-
 class CatalogDamagedError(CatalogError):
     """The catalog's SQLite file is damaged; ``lookalike repair`` salvages what it can."""
 

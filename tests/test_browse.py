@@ -1,6 +1,5 @@
 """Browsing from the catalog: folder tree counts, failures per folder, sorting, filtering, EXIF."""
 import os
-import time
 from pathlib import Path
 
 import numpy as np

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from engine.api import Collection
 from engine.services.duplicates import (DEFAULT_THRESHOLD, DuplicateConfig, DuplicateFinder, PhotoInfo, SimilarityGraph,

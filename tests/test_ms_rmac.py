@@ -1,7 +1,6 @@
 """MS-RMAC (Li et al. 2017): region geometry, weighted distance, hedge state, search, explanation."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

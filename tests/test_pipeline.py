@@ -1,6 +1,5 @@
 """Indexing pipeline performance settings: thread plan, batching and memory format keep results."""
 import numpy as np
-import pytest
 import torch
 
 from engine.api import Collection, get_extractor

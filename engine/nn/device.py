@@ -34,14 +34,6 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
-        return "GPU: Apple Metal (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import faiss
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg

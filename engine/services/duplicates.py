@@ -1,14 +1,18 @@
 """Duplicate groups of a collection in three tiers, kept apart everywhere (Qt-free).
 
-* **exact**: photos with the same content (catalog content hash and byte size).
+* **exact**: photos with the same content (catalog content hash and byte size), and a camera
+  RAW with its JPEG/HEIC side-car (same folder and name: one exposure).
 * **near**: the same photo edited (re-encoded, resized, cropped, colour-adjusted, rotated,
   stamped, format-converted). A pair is a *candidate* when its search vectors are close
   (cosine >= ``candidate``, among each photo's ``verify_k`` nearest neighbours in the kNN
-  graph: no all-pairs step) and it is a near-duplicate only once
-  :class:`engine.services.near_duplicate.NearDuplicateVerifier` confirmed it (one similarity transform
-  maps the photos onto each other and the aligned pixels agree). A group is then built from
-  verified pairs around the photo it suggests to keep: **every other member is verified against
-  that photo**, so a chain A~B~C never puts C in A's group unless C~A was verified too.
+  graph: no all-pairs step) or, with ``rotations``, when their pHashes agree after a quarter
+  or half turn (:meth:`DuplicateFinder.find_rotation_pairs`), and it is a near-duplicate only
+  once :class:`engine.services.near_duplicate.NearDuplicateVerifier` passed it on all four of
+  its steps (a similarity transform fits the matched points tightly, maps one frame almost
+  inside the other, is supported by matches spread over the overlap, and the aligned pixels
+  agree block by block). A group is then built from verified pairs around the photo it
+  suggests to keep: **every other member is verified against that photo**, so a chain A~B~C
+  never puts C in A's group unless C~A was verified too.
 * **similar**: another shot of the same scene (bursts, other viewpoints): search vectors at or
   above ``threshold`` that are not near-duplicates. For browsing only: never proposed for
   removal (``DuplicateGroup.removable`` is False).

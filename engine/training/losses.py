@@ -77,6 +77,3 @@ def nra_loss(desc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not bool(valid.any()):
         return desc.sum() * 0.0
     return -(torch.log(s_pos[valid]) + torch.log(1.0 - s_neg[valid])).mean()
-
-
-LOSSES = {"triplet": triplet_hardest_negative, "nra": nra_loss}

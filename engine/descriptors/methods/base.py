@@ -210,7 +210,6 @@ class MethodSpec:
     config: MethodConfig
     description: str
     cost: str = "fast"
-    aliases: tuple[str, ...] = field(default=())
     # For people choosing a method: a plain-words line (speed, what it is good at) and whether
     # it is in the short list the app shows first (the rest are research variants).
     summary: str = ""

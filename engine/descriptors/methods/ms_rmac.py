@@ -184,12 +184,6 @@ class MsRmacMethod(Method):
                             {"alpha": self.weights().astype(np.float32), "layer_of_part": np.array(layer_of, np.int64),
                              "level_of_part": np.array(level_of, np.int64)})
 
-    def layer_contributions(self, query_raw: np.ndarray, result_raw: np.ndarray) -> dict[str, float]:
-        """``{layer: alpha_j ||F_j(p) − F_j(q)||}``: each layer's share of the distance."""
-        alpha = self.weights()
-        return {t: float(a * np.linalg.norm(p - q)) for t, a, q, p in
-                zip(self.layers(), alpha, self.split(query_raw), self.split(result_raw))}
-
     def regions(self, H: int, W: int) -> list[pooling.Region]:
         """The R-MAC regions of an ``H x W`` map (same grid on every layer, in that layer's cells)."""
         return pooling.rmac_regions(H, W, self.config.levels, self.config.overlap)

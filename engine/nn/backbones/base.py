@@ -27,11 +27,6 @@ class Backbone(nn.Module):
     std: tuple[float, float, float] = IMAGENET_STD
     cam_tap: str | None = None  # tap whose features the classifier pools (None: no CAM)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._captured: dict[str, torch.Tensor] = {}
-        self._handles: list = []
-
     # -- taps ---------------------------------------------------------------------------
     def tap_modules(self) -> dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
         """``tap name -> (module whose output is captured, transform to non-negative)``."""
