@@ -149,6 +149,72 @@ def default_loss(method) -> str:
     return "nra" if type(method).__name__.startswith("Darac") else "triplet"
 
 
+@dataclass
+class _TrainingData:
+    """Encoded training and held-out items of one run, and what identifies its photos."""
+
+    mode: str  # "labelled" | "self-supervised"
+    items_train: list
+    labels_train: np.ndarray
+    items_val: list
+    labels_val: np.ndarray
+    photo_paths: list[str]
+    photo_hashes: list[str]
+
+    @property
+    def n_photos(self) -> int:
+        """Photos used (augmented views not counted)."""
+        if self.mode == "labelled":
+            return len(self.labels_train) + len(self.labels_val)
+        return len(self.photo_paths)
+
+
+def _labelled_data(method, extractor, dataset_dir, val_fraction: float, seed: int, say) -> _TrainingData:
+    from engine.store.catalog import content_hash
+    from engine.training.data import load_labelled, split_groups
+
+    data = load_labelled(dataset_dir)
+    train_d, val_d = split_groups(data, 1.0 - val_fraction, seed)
+    items_tr = encode_paths(method, extractor, train_d.paths, progress=lambda d, t: say("encoding", d, t, "training photos"))
+    items_va = encode_paths(method, extractor, val_d.paths, progress=lambda d, t: say("encoding", d, t, "held-out photos"))
+    return _TrainingData("labelled", items_tr, train_d.labels, items_va, val_d.labels,
+                         [str(p) for p in data.paths], [content_hash(p) for p in data.paths])
+
+
+def _self_supervised_data(col, method, extractor, views: int, max_images: int, val_fraction: float,
+                          seed: int, say) -> _TrainingData:
+    recs = col.catalog.images()
+    if len(recs) < 8:
+        raise LookalikeError("Self-supervised training needs at least 8 indexed photos in the collection.")
+    step = max(1, len(recs) // max_images)
+    recs = recs[::step][:max_images]
+    n_val = max(4, int(round(len(recs) * val_fraction)))
+    perm = np.random.default_rng(seed).permutation(len(recs))
+    val_recs, tr_recs = [recs[i] for i in perm[:n_val]], [recs[i] for i in perm[n_val:]]
+    items_tr, labels_tr = self_supervised_items(method, extractor, [r.path for r in tr_recs], views, seed,
+                                                progress=lambda d, t: say("encoding", d, t, "photos + augmentations"))
+    items_va, labels_va = self_supervised_items(method, extractor, [r.path for r in val_recs], views, seed + 1,
+                                                progress=lambda d, t: say("encoding", d, t, "held-out photos"))
+    return _TrainingData("self-supervised", items_tr, labels_tr, items_va, labels_va,
+                         [r.path for r in recs], [r.hash for r in recs])
+
+
+def _store_trained_head(col, method, state: dict[str, np.ndarray], reindex: bool, say) -> int:
+    """Store the trained head; recompute the method's descriptors (they depend on the head)
+    when it was indexed and ``reindex``. Returns the number of photos re-described."""
+    was_indexed = method.name in {n for n, _c, _g in col.catalog.methods()}
+    stored_config = col.catalog.method_config(method.name)
+    if reindex and was_indexed:
+        col.catalog.drop_method(method.name)
+    col.catalog.save_state(method.name, TRAINED_KIND, state)
+    col._methods.pop(method.name, None)
+    if not (reindex and was_indexed):
+        return 0
+    r = col.index(method.name, overrides=stored_config,
+                  progress=lambda p: say("indexing", getattr(p, "done", 0), getattr(p, "total", 0), ""))
+    return r.indexed
+
+
 def train_for_collection(col, method_name: str, dataset_dir: str | Path | None = None, *, epochs: int = 5,
                          config: TrainConfig | None = None, views: int = 2, max_images: int = 300,
                          val_fraction: float = 0.25, force: bool = False, reindex: bool = True,
@@ -163,8 +229,7 @@ def train_for_collection(col, method_name: str, dataset_dir: str | Path | None =
     ``"trained"``) only if the held-out mAP improves (or ``force``), and the method's
     descriptors are then recomputed (``reindex``) since they depend on the head.
     """
-    from engine.store.catalog import content_hash
-    from engine.training.data import data_hash, load_labelled, split_groups
+    from engine.training.data import data_hash
 
     t0 = time.monotonic()
     say = progress or (lambda phase, done, total, msg: None)
@@ -174,54 +239,24 @@ def train_for_collection(col, method_name: str, dataset_dir: str | Path | None =
     extractor = col.extractor_for(method)
     cfg = config or TrainConfig(epochs=epochs, lr=HEAD_LR, loss=default_loss(method))
     if dataset_dir is not None:
-        data = load_labelled(dataset_dir)
-        mode = "labelled"
-        train_d, val_d = split_groups(data, 1.0 - val_fraction, cfg.seed)
-        items_tr = encode_paths(method, extractor, train_d.paths, progress=lambda d, t: say("encoding", d, t, "training photos"))
-        items_va = encode_paths(method, extractor, val_d.paths, progress=lambda d, t: say("encoding", d, t, "held-out photos"))
-        labels_tr, labels_va = train_d.labels, val_d.labels
-        hash_paths, hashes = [str(p) for p in data.paths], [content_hash(p) for p in data.paths]
+        data = _labelled_data(method, extractor, dataset_dir, val_fraction, cfg.seed, say)
     else:
-        recs = col.catalog.images()
-        if len(recs) < 8:
-            raise LookalikeError("Self-supervised training needs at least 8 indexed photos in the collection.")
-        step = max(1, len(recs) // max_images)
-        recs = recs[::step][:max_images]
-        mode = "self-supervised"
-        n_val = max(4, int(round(len(recs) * val_fraction)))
-        rng = np.random.default_rng(cfg.seed)
-        perm = rng.permutation(len(recs))
-        val_recs, tr_recs = [recs[i] for i in perm[:n_val]], [recs[i] for i in perm[n_val:]]
-        items_tr, labels_tr = self_supervised_items(method, extractor, [r.path for r in tr_recs], views, cfg.seed,
-                                                    progress=lambda d, t: say("encoding", d, t, "photos + augmentations"))
-        items_va, labels_va = self_supervised_items(method, extractor, [r.path for r in val_recs], views, cfg.seed + 1,
-                                                    progress=lambda d, t: say("encoding", d, t, "held-out photos"))
-        hash_paths, hashes = [r.path for r in recs], [r.hash for r in recs]
+        data = _self_supervised_data(col, method, extractor, views, max_images, val_fraction, cfg.seed, say)
     before_arrays = method.head_arrays()
-    val_before = evaluate_head(method, items_va, labels_va)
+    val_before = evaluate_head(method, data.items_val, data.labels_val)
     ckpt = col.directory / "training" / f"{method.name}.ckpt"
-    result = train_head(method, items_tr, labels_tr, cfg, ckpt,
+    result = train_head(method, data.items_train, data.labels_train, cfg, ckpt,
                         progress=lambda p: say("training", (p.epoch - 1) * p.steps + p.step, p.epochs * p.steps,
                                                f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} ETA {p.eta_s:.0f} s"),
                         cancel=cancel)
-    val_after = evaluate_head(method, items_va, labels_va)
+    val_after = evaluate_head(method, data.items_val, data.labels_val)
     kept = (not result.cancelled) and (force or val_after > val_before)
-    n_photos = len(labels_tr) + len(labels_va) if mode == "labelled" else len(hash_paths)
-    report = CollectionTrainingReport(method.name, mode, n_photos, result.epochs_done,
+    report = CollectionTrainingReport(method.name, data.mode, data.n_photos, result.epochs_done,
                                       result.epoch_losses, val_before, val_after, kept, result.cancelled, 0.0)
     if kept:
-        state = trained_state(method, cfg, data_hash(hash_paths, hashes), result,
-                              {"mode": mode, "val_before": val_before, "val_after": val_after})
-        was_indexed = method.name in {n for n, _c, _g in col.catalog.methods()}
-        stored_config = col.catalog.method_config(method.name)
-        if reindex and was_indexed:
-            col.catalog.drop_method(method.name)  # descriptors depend on the head: recompute them
-        col.catalog.save_state(method.name, TRAINED_KIND, state)
-        col._methods.pop(method.name, None)
-        if reindex and was_indexed:
-            r = col.index(method.name, overrides=stored_config,
-                          progress=lambda p: say("indexing", getattr(p, "done", 0), getattr(p, "total", 0), ""))
-            report.reindexed = r.indexed
+        state = trained_state(method, cfg, data_hash(data.photo_paths, data.photo_hashes), result,
+                              {"mode": data.mode, "val_before": val_before, "val_after": val_after})
+        report.reindexed = _store_trained_head(col, method, state, reindex, say)
     else:
         method.load_head_arrays(before_arrays)
         report.note = ("cancelled: nothing stored" if result.cancelled else
