@@ -4,12 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test results bench clean install-desktop uninstall-desktop
+.PHONY: run test results bench lock clean install-desktop uninstall-desktop
 
-$(STAMP): pyproject.toml
+# Exact versions from requirements.lock (pyproject.toml only has compatible ranges), so every
+# `make` environment is the one the tests ran in.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+# Re-pin after changing pyproject.toml's dependencies: install what its ranges allow (without
+# the old pins), then write the installed versions of everything the project needs.
+lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
-	touch $(STAMP)
+	$(PY) tools/lock_requirements.py > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 # The check names the system library Qt's xcb plugin lacks (Qt's own message blames
 # xcb-cursor0 whatever is missing) and the apt-get line that installs it.

@@ -190,3 +190,15 @@ def test_query_column_titles_drop_exactly_the_image_extensions_the_app_indexes()
     assert [short_query_name(n) for n in ("imgs/a.JPG", "b.heic", "c.dng", "d.webp")] == ["a", "b", "c", "d"]
     assert short_query_name("christ_church_1") == "christ_church_1"
     assert short_query_name("notes.txt") == "notes.txt"  # not an image extension: kept whole
+
+
+def test_eval_report_without_matplotlib_names_the_report_extra_before_any_work(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from engine.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    code = main(["eval", str(tmp_path / "no-such-dataset"), "--report", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'lookalike[report]'" in err
+    assert "not found" not in err  # refused before the dataset is even looked at

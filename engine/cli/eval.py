@@ -126,7 +126,8 @@ def _progress(args):
 
 def run(args: argparse.Namespace) -> int:
     from engine.evaluation import evaluate, find_datasets, load_dataset
-    from engine.evaluation.report import NOT_TUNED, format_table, update_measured, update_results_markdown, write_report
+    from engine.evaluation.report import (NOT_TUNED, format_table, load_pyplot, update_measured, update_results_markdown,
+                                          write_report)
     from engine.descriptors.methods import DEFAULT_METHOD, METHODS
 
     folders = [Path(d) for d in args.datasets]
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides, methods)
     if args.measured and args.weights:
         raise LookalikeError("--measured records the methods as the app runs them; not with --weights.")
+    if args.report:
+        load_pyplot()  # the optional plotting library missing: say so now, not after hours of indexing
     datasets = [load_dataset(f, args.layout) for f in folders]  # validate all before the long work
     outputs = []
     for ds in datasets:

@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from engine.errors import LookalikeError
 from engine.evaluation.dataset import Dataset
 from engine.evaluation.metrics import precision_recall_curve
 from engine.evaluation.runner import MethodResult
@@ -347,12 +348,22 @@ def mean_pr_curve(results: MethodResult, levels: int = 101) -> tuple[np.ndarray,
     return grid, np.mean(curves, axis=0)
 
 
-def _pr_plot(r: MethodResult, out: Path) -> None:
-    import matplotlib
-
+def load_pyplot():
+    """matplotlib's pyplot on the file-only Agg backend. matplotlib is the optional ``report``
+    extra: without it a :class:`LookalikeError` says how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise LookalikeError("eval --report draws its plots with matplotlib, which is not installed; "
+                             "install the report extra: pip install 'lookalike[report]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _pr_plot(r: MethodResult, out: Path) -> None:
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
     for s in r.per_query:
         prec, rec = precision_recall_curve(s.relevant, s.n_positives)
