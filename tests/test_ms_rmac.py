@@ -142,11 +142,16 @@ def test_train_weights_stores_alpha_that_the_collection_then_uses(ms_rmac_catalo
     images = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpg"))
     queries = [{"image": f"scene{i}.jpg", "positives": [f"scene{i}.jpg", f"trip/scene{i}_copy.jpg"], "junk": []}
                for i in range(6)]
-    ds = tmp_path / "ds"
-    ds.mkdir()
+    # The dataset is the collection's own folder ("images_dir": "."): a dataset's paths must
+    # stay inside it (an absolute images_dir is refused, issue 20).
+    ds = folder
     (ds / "ground_truth.json").write_text(json.dumps(
-        {"protocol": "holidays", "images_dir": str(folder), "images": images, "queries": queries}))
-    code = main(["train-weights", str(ds), "--method", "ms-rmac", "--catalog", str(catalog_dir), "--device", "cpu", "--json"])
+        {"protocol": "holidays", "images_dir": ".", "images": images, "queries": queries}))
+    try:
+        code = main(["train-weights", str(ds), "--method", "ms-rmac", "--catalog", str(catalog_dir), "--device", "cpu",
+                     "--json"])
+    finally:
+        (ds / "ground_truth.json").unlink()
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["queries"] == 6 and len(out["alpha"]) == 4
     assert sum(out["alpha"]) == pytest.approx(1.0)

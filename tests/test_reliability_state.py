@@ -392,6 +392,7 @@ def test_feature_extractor_with_an_oom_backbone_halves_then_uses_the_cpu(caplog)
     # A fake accelerator: tensors can move to "meta" without hardware; the fake model fails there.
     ext.device = torch.device("meta")
     ext.backbone = ext._cpu_backbone = FakeModel(calls)
+    ext.use_onnx = False  # the CPU fallback runs the fake model itself (it cannot be exported to ONNX)
     if getattr(ext, "_half_backbone", None) is not None:
         ext._half_backbone = ext.backbone
     images = [Image.new("RGB", (64, 48), (10 * i, 0, 0)) for i in range(4)]
