@@ -51,6 +51,7 @@ import numpy as np
 from PIL import Image
 
 from engine.imaging.images import crop_box, load_image
+from engine.imaging.metadata import read_header
 from engine.store.atomic import atomic_write_bytes
 from engine.store.paths import cache_dir
 
@@ -104,14 +105,6 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)  # l2 norm is 1 since the l1 norm was
 
 
-def _upright_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # these orientations swap the sides
-            w, h = h, w
-    return w, h
-
-
 def _sift(gray: np.ndarray, config: LocalFeatureConfig):
     sift = cv2.SIFT_create(nfeatures=config.max_features, contrastThreshold=config.contrast_threshold)
     kps, desc = sift.detectAndCompute(gray, None)
@@ -133,7 +126,8 @@ def _raw_features(image: Image.Image | str | os.PathLike, config: LocalFeatureCo
         img = load_image(image)
         full = img.size
     else:
-        full = _upright_size(Path(image))
+        header = read_header(image)
+        full = header.width, header.height
         img = load_image(image, config.max_side)
     offset, src_w = (0, 0), full[0]
     if box is not None:
