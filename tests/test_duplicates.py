@@ -237,3 +237,17 @@ def test_default_threshold_is_calibrated_for_whitened_cluster_mac_and_measured_o
     near = [g for g in groups if g.tier == "near"]
     assert near and all(len({Path(p).name.split("_")[0].split(".")[0] for p in g.paths}) == 1 for g in near)
     col.close()
+
+
+def test_edit_similarities_pass_over_a_photo_deleted_since_indexing(tmp_path):
+    import engine.services.duplicate_threshold as dt
+
+    photos = _dup_folder(tmp_path / "photos")
+    col = Collection.open(tmp_path / "cat")
+    try:
+        col.index(method="rmac", folders=[str(photos)], overrides={"image_side": 128})
+        n = len(col.search_index("rmac").paths)
+        (photos / "other0.jpg").unlink()  # the catalog still lists it
+        assert len(dt.measure_edit_similarities(col, "rmac", photos=n)) == 3 * (n - 1)
+    finally:
+        col.close()

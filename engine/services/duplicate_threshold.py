@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from engine.services.duplicates import DEFAULT_CANDIDATE, DEFAULT_FLOOR, DEFAULT_THRESHOLD, DuplicateConfig
+from engine.errors import ImageLoadError
 from engine.imaging.images import load_image
 
 STATE_KIND = "duplicate-threshold"
@@ -116,7 +117,7 @@ def measure_edit_similarities(collection, method: str | None = None, photos: int
     for r in rows:
         try:
             img = load_image(idx.paths[r], m.decode_side())
-        except Exception:  # noqa: BLE001 - a photo gone or broken since indexing: use the others
+        except ImageLoadError:  # a photo gone or broken since indexing: use the others
             continue
         for edit in light_edits(img):
             raw = collection.describe_query(edit, m.name)
