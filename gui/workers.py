@@ -167,9 +167,5 @@ class TaskRunner(QObject):
             return bool(self._running)
         return self.running(kind) is not None
 
-    def cancel_all(self) -> None:
-        for task in list(self._running.values()):
-            task.cancel()
-
     def wait(self, msecs: int = 60000) -> bool:
         return self.pool.waitForDone(msecs)

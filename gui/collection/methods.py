@@ -37,8 +37,7 @@ class MethodChoice(QObject):
         self._capabilities: dict[str, set[str] | None] = {}
         self.method_combo = MethodPicker()
         self.method_combo.method_chosen.connect(self._on_method_chosen)
-        self.gpu_name = accelerator_name()
-        self.device_combo = device_combo(self.gpu_name)
+        self.device_combo = device_combo(accelerator_name())
         self.device_combo.activated.connect(self.choose_device)
         i = self.device_combo.findData(settings.device)
         if i >= 0 and self.device_combo.model().item(i).isEnabled():
