@@ -7,6 +7,7 @@ user gives with ``--weights``. Absent weights raise one sentence naming where to
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import torch
@@ -89,7 +90,7 @@ class VGG16Backbone(Backbone):
 
     cam_tap = None
     # indices of the ReLU after convN_3 in torchvision's vgg16.features
-    _RELU_INDEX = {"conv3": 15, "conv4": 22, "conv5": 29}
+    _RELU_INDEX = MappingProxyType({"conv3": 15, "conv4": 22, "conv5": 29})  # read-only: shared by instances
 
     def __init__(self, name: str, net: tvm.VGG):
         super().__init__()
@@ -117,7 +118,7 @@ class MobileNetV2Backbone(Backbone):
     """
 
     cam_tap = "head"
-    _INDEX = {"block6": 6, "block13": 13, "block17": 17}
+    _INDEX = MappingProxyType({"block6": 6, "block13": 13, "block17": 17})  # read-only: shared by instances
 
     def __init__(self, name: str, net: tvm.MobileNetV2):
         super().__init__()
