@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from engine.api import Collection
+from engine.descriptors.methods import create_method
 from engine.errors import LookalikeError
 from engine.indexing.indexer import walk_images
 from tests.conftest import make_photo
@@ -163,3 +165,40 @@ def test_resume_after_sigkill_redoes_no_finished_work(tmp_path):
     assert report["unchanged"] == kept and report["indexed"] == 40 - kept
     ids, paths, _ = col.catalog.load_descriptors("mac")
     assert len(paths) == 40 == len(set(paths))
+
+
+def _fail_describing_red_photos(monkeypatch, error: Exception) -> None:
+    """Make the mac method raise ``error`` for any batch holding a solid red photo."""
+    cls = type(create_method("mac"))
+    real = cls.describe
+
+    def describe(self, images, extractor):
+        if any(np.asarray(im)[..., 0].min() > 240 and np.asarray(im)[..., 1:].max() < 15 for im in images):
+            raise error
+        return real(self, images, extractor)
+
+    monkeypatch.setattr(cls, "describe", describe)
+
+
+def test_an_image_the_method_cannot_describe_is_recorded_and_the_others_are_indexed(tmp_path, photo_folder, monkeypatch):
+    Image.new("RGB", (120, 90), (255, 0, 0)).save(photo_folder / "red.png")
+    _fail_describing_red_photos(monkeypatch, ValueError("degenerate activations"))
+    col = Collection.open(tmp_path / "c", device="cpu")
+    try:
+        r = _index(col, folders=[str(photo_folder)])
+        assert r.indexed == 12
+        assert r.failed == [(str(photo_folder / "red.png"), "descriptor failed: ValueError: degenerate activations")]
+    finally:
+        col.close()
+
+
+def test_a_bug_in_a_method_stops_the_index_run_instead_of_failing_every_photo(tmp_path, photo_folder, monkeypatch):
+    Image.new("RGB", (120, 90), (255, 0, 0)).save(photo_folder / "red.png")
+    _fail_describing_red_photos(monkeypatch, TypeError("unsupported operand type(s)"))
+    col = Collection.open(tmp_path / "c", device="cpu")
+    try:
+        with pytest.raises(TypeError, match="unsupported operand"):
+            _index(col, folders=[str(photo_folder)])
+        assert col.catalog.failures() == []  # no photo blamed for the method's bug
+    finally:
+        col.close()

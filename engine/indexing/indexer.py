@@ -31,6 +31,12 @@ from engine.descriptors.methods import Method
 
 log = logging.getLogger(__name__)
 
+# What describing an odd but decodable photo can raise: a map too small for the network's
+# pooling or out of accelerator memory (RuntimeError), degenerate values (ValueError), a file
+# read lazily (OSError). Anything else (TypeError, AttributeError, KeyError, NotImplementedError)
+# is a bug of the method: it stops the run instead of becoming a "descriptor failed" row per photo.
+DESCRIBE_ERRORS = (RuntimeError, ValueError, OSError)
+
 SYSTEM_FOLDERS = frozenset({
     "$recycle.bin", "system volume information", "@eadir", "__macosx", "lost+found",
     "thumbs", ".thumbnails", "node_modules", "#recycle",
@@ -200,7 +206,10 @@ def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _
         item.error = "the file was deleted while indexing"
     except PermissionError:
         item.error = "permission denied when reading the file"
-    except Exception as exc:  # any decoder bug becomes a recorded failure, not a crash
+    except Exception as exc:  # noqa: BLE001 - a decoder's undocumented failure on one hostile file
+        # must not stop the run: recorded for the file, and logged with its traceback so that a
+        # bug of ours in the reading code shows.
+        log.warning("unexpected error decoding %s", current.path, exc_info=True)
         item.error = f"could not be decoded: {exc.__class__.__name__}: {exc}"
     return item
 
@@ -431,9 +440,9 @@ class Indexer:
                 if ok:
                     try:
                         desc = self.method.describe([b.image for b in ok], self.extractor)
-                    except LookalikeError:
+                    except (LookalikeError, NotImplementedError):
                         raise
-                    except Exception as exc:
+                    except DESCRIBE_ERRORS as exc:
                         # Describe one by one so one odd image cannot sink its whole batch.
                         log.warning("batch failed (%s); retrying images one by one", exc)
                         desc = None
@@ -443,9 +452,9 @@ class Indexer:
                             try:
                                 rows.append(self.method.describe([b.image], self.extractor)[0])
                                 good.append(b)
-                            except LookalikeError:
+                            except (LookalikeError, NotImplementedError):
                                 raise
-                            except Exception as exc:
+                            except DESCRIBE_ERRORS as exc:
                                 b.error = f"descriptor failed: {exc.__class__.__name__}: {exc}"
                                 bad.append(b)
                         ok = good
