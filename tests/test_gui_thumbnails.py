@@ -78,7 +78,7 @@ def test_ten_thousand_results_only_decode_the_visible_thumbnails(qtbot, tmp_path
     from PySide6.QtCore import QSize
     from PySide6.QtWidgets import QListView
 
-    from gui.results_model import ResultItem, ResultsModel
+    from gui.search.results_model import ResultItem, ResultsModel
     from gui.thumbnails import ThumbnailProvider
 
     p = tmp_path / "a.jpg"
