@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSize
 from engine.api import load_image
 from engine.errors import ImageLoadError
 
+from ..keys import claim_view_keys
 from ..qimages import pil_to_qimage
 
 VIEW_SIDE = 2048
@@ -201,6 +202,9 @@ class CompareView(QWidget):
     def close_compare(self) -> None:
         self.flicker.setChecked(False)
         self.closed.emit()
+
+    def event(self, e) -> bool:
+        return claim_view_keys(e) or super().event(e)
 
     def keyPressEvent(self, e) -> None:
         k = e.key()

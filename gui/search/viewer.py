@@ -16,6 +16,7 @@ from engine.api import load_image
 from engine.errors import ImageLoadError
 from engine.services.browse import photo_details
 
+from ..keys import claim_view_keys
 from ..qimages import pil_to_qimage
 
 VIEW_SIDE = 2048  # longest side decoded for display
@@ -204,6 +205,9 @@ class PhotoViewer(QWidget):
         lay.addWidget(self.canvas, 1)
         lay.addWidget(self.details)
         self._update_buttons()
+
+    def event(self, e) -> bool:
+        return claim_view_keys(e) or super().event(e)
 
     def keyPressEvent(self, e) -> None:
         # Key handling here rather than QShortcuts: the canvas has the focus and passes keys up.
