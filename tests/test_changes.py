@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from engine.indexing.changes import FileChange, classify_file
+from engine.indexing.changes import FileChange, classify_file, vanished
 from engine.indexing.indexer import FoundFile
 from engine.store.catalog import content_hash
 
@@ -49,3 +49,12 @@ def test_a_file_that_cannot_be_hashed_counts_as_changed(photo):
     os.unlink(f.path)
     assert classify_file(f, (1, f.size, f.mtime_ns - 5, h), None) is FileChange.CHANGED
     assert classify_file(f, (1, f.size, f.mtime_ns, h), None, verify=True) is FileChange.CHANGED
+
+
+def test_photos_are_gone_unless_seen_or_under_a_folder_that_could_not_be_listed(tmp_path):
+    root = str(tmp_path)
+    known = [os.path.join(root, "a.jpg"), os.path.join(root, "sub", "b.jpg"), os.path.join(root, "subway", "c.jpg")]
+    errors = [(os.path.join(root, "sub"), "folder cannot be listed: Permission denied"),
+              (os.path.join(root, "x.jpg"), "cannot be read: Permission denied")]  # a file error keeps nothing
+    assert vanished(known, set(), errors) == [known[0], known[2]]  # "subway" is not under "sub"
+    assert vanished(known, {known[0]}, []) == known[1:]

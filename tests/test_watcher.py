@@ -142,6 +142,26 @@ def test_indexer_and_watcher_classify_changes_alike(watched):
     assert report.failed == [(str(root / "still_broken.bmp"), "unchanged since it failed before")]
 
 
+def test_photos_under_a_sub_folder_that_cannot_be_listed_are_not_called_deleted(watched, monkeypatch):
+    # The watcher and the indexer keep them alike (engine.indexing.changes.vanished); were the
+    # watcher to call them deleted, every rescan would ask for an index run that removes nothing.
+    import engine.indexing.indexer as indexer_mod
+
+    cat, root, paths = watched
+    real = os.scandir
+
+    def scandir(path):
+        if os.fspath(path) == str(root / "sub"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(indexer_mod.os, "scandir", scandir)
+    paths[0].unlink()
+    assert FolderWatcher(cat, hash_budget=None).rescan().deleted == (str(paths[0]),)
+    _todo, gone, errors = Indexer(cat, SimpleNamespace(name="m"), extractor=None).scan(cat.folders(), IndexReport())
+    assert gone == [str(paths[0])] and [r for _p, _fid, r in errors] == ["folder cannot be listed: Permission denied"]
+
+
 def test_poll_rescans_after_the_interval_or_a_debounced_event():
     clock = FakeClock()
     cat = _EmptyCatalog()

@@ -16,12 +16,16 @@ the failure recorded for it, if any (a failed file has no catalog row):
 
 A hash that cannot be read (the file vanished or became unreadable meanwhile) counts as
 different: the indexer then records why it cannot read the file.
+
+A catalogued photo the walk did not find is gone (:func:`vanished`), unless it lies under a
+folder the walk could not read or list this time (permissions, a flaky network share): such
+photos are kept, like those of an unplugged drive.
 """
 from __future__ import annotations
 
 import os
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from engine.store.catalog import content_hash
 
@@ -64,3 +68,11 @@ def classify_file(found: FoundFile, known: KnownFile | None, failed_stat: tuple[
     if verify and not same_content(found.path, stored_hash):
         return FileChange.CHANGED
     return FileChange.UNCHANGED
+
+
+def vanished(known_paths: Iterable[str], seen: set[str], walk_errors: Iterable[tuple[str, str]]) -> list[str]:
+    """The catalogued photos of one folder that are gone: not ``seen`` by the walk and not
+    under a folder it could not read or list (``walk_errors``: the ``(path, reason)`` pairs
+    :func:`engine.indexing.indexer.walk_images` reported)."""
+    unreadable = tuple(os.path.join(p, "") for p, reason in walk_errors if reason.startswith("folder cannot"))
+    return [p for p in known_paths if p not in seen and not p.startswith(unreadable)]

@@ -26,7 +26,7 @@ from PIL import Image
 from engine.store.catalog import CatalogStore, NewImage, content_hash
 from engine.errors import ImageLoadError, LookalikeError
 from engine.imaging.images import is_image_path, load_image
-from engine.indexing.changes import FileChange, classify_file
+from engine.indexing.changes import FileChange, classify_file, vanished
 from engine.descriptors.methods import Method
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ class Indexer:
                     report.failed.append((f.path, "unchanged since it failed before"))
                 else:
                     todo.append((f, folder_id))
-            gone.extend(p for p in known if p not in seen)
+            gone.extend(vanished(known, seen, [(p, r) for p, fid, r in errors if fid == folder_id]))
             stale_failures = [p for p in failed if p not in seen]
             if stale_failures:
                 self.catalog.clear_failures(stale_failures)

@@ -16,7 +16,8 @@ cost: the content hash of files whose size and mtime did not change is compared 
 found changed is also listed in ``verify_paths``, which :meth:`engine.api.Collection.index`
 takes as ``verify_hashes`` so the indexer recomputes exactly those files. In the catalog and
 not on disk -> ``deleted``; a folder that is missing altogether (drive unplugged) is reported
-in ``missing_folders`` and its photos are *not* called deleted.
+in ``missing_folders`` and its photos are *not* called deleted, nor are those under a
+sub-folder that could not be listed (:func:`engine.indexing.changes.vanished`, as the indexer).
 
 Limit (documented in docs/RELIABILITY.md): the hash samples the start, middle and end of a
 file, so an in-place edit that keeps size and mtime and touches only bytes between the
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from engine.store.catalog import CatalogStore
-from engine.indexing.changes import FileChange, KnownFile, classify_file
+from engine.indexing.changes import FileChange, KnownFile, classify_file, vanished
 from engine.indexing.indexer import FoundFile, walk_images
 
 
@@ -116,7 +117,8 @@ class FolderWatcher:
             known = self.catalog.known_files(folder_id)
             failed = self.catalog.failure_stat(folder_id)
             seen: set[str] = set()
-            for f in walk_images(folder):
+            walk_errors: list[tuple[str, str]] = []
+            for f in walk_images(folder, lambda p, r: walk_errors.append((p, r))):
                 if not isinstance(f, FoundFile):
                     continue
                 seen.add(f.path)
@@ -126,7 +128,7 @@ class FolderWatcher:
                     stable.append((f, k))
                 elif change in reported:
                     reported[change].append(f.path)
-            deleted.extend(p for p in known if p not in seen)
+            deleted.extend(vanished(known, seen, walk_errors))
         verify = [f.path for f, k in self._hash_sample(stable)
                   if classify_file(f, k, None, verify=True) is FileChange.CHANGED]
         changed.extend(verify)
