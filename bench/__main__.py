@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             idx = bench_indexing(cfg["n_images"], cfg["batch_sizes"], work, log)
             result["indexing"] = idx
             for k in ("decode_ms", "decode_draft_ms", "forward_ms", "bound_images_per_s", "index_images_per_s",
-                      "index_vs_bound", "peak_rss_mb", "plain_loop_images_per_s", "speedup_vs_plain_loop"):
+                      "index_vs_bound", "peak_rss_mb", "plain_loop_images_per_s", "speedup_vs_plain_loop",
+                      "onnx_vs_torch_forward"):
                 result[k] = idx[k]
             result.update(drop_to_results(work))
             if "datasets" not in skip:

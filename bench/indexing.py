@@ -45,19 +45,6 @@ def measure_decode(paths: list[Path], side: int) -> dict:
     }
 
 
-def measure_forward(method, extractor, images: list[Image.Image], threads: int, batch: int, repeat: int = 2) -> float:
-    """Median ms per image of ``method.describe`` on decoded images, ``batch`` at a time."""
-    with torch_threads(threads):
-        method.describe(images[:batch], extractor)  # warm-up (allocators, oneDNN kernels)
-        times = []
-        for _ in range(repeat):
-            for s in range(0, len(images) - batch + 1, batch):
-                t = time.perf_counter()
-                method.describe(images[s:s + batch], extractor)
-                times.append((time.perf_counter() - t) * 1000 / batch)
-    return statistics.median(times)
-
-
 def run_pipeline(paths_dir: Path, method_name: str, extractor, forward_batch: int, work: Path) -> dict:
     """Index ``paths_dir`` into a fresh catalog with the real :class:`Indexer`; images/s."""
     cat = CatalogStore(work / f"cat-{forward_batch}-{time.time_ns()}")
@@ -77,10 +64,10 @@ def run_pipeline(paths_dir: Path, method_name: str, extractor, forward_batch: in
 
 
 def run_plain_loop(paths: list[Path], method_name: str, side: int) -> dict:
-    """The simplest thing a user could run: full decode, resize, describe one at a time,
-    torch defaults (all cores, contiguous NCHW), no decode overlap."""
+    """The simplest thing a user could run: full decode, resize, describe one at a time on
+    PyTorch eager with its defaults (all cores, contiguous NCHW), no decode overlap."""
     method = create_method(method_name)
-    extractor = FeatureExtractor(method.config.backbone, "cpu", channels_last=False, batch_size=1)
+    extractor = FeatureExtractor(method.config.backbone, "cpu", channels_last=False, batch_size=1, runtime="torch")
     extractor.backbone.to(memory_format=torch.contiguous_format)  # the cached model, as torch builds it
     default_threads = available_cores()  # torch's default intra-op threads
     with torch_threads(default_threads):
@@ -95,6 +82,56 @@ def run_plain_loop(paths: list[Path], method_name: str, side: int) -> dict:
     return {"images": len(paths), "seconds": dt, "images_per_s": len(paths) / dt, "torch_threads": default_threads}
 
 
+class _TimedExtractor:
+    """A FeatureExtractor that adds up the time spent in its forward passes (``feature_maps``),
+    so a method's describe splits into forward and pooling whatever its taps and scales."""
+
+    def __init__(self, inner: FeatureExtractor):
+        self.inner = inner
+        self.seconds = 0.0
+
+    def feature_maps(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self.inner.feature_maps(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def measure_stages(paths: list[Path], method, side: int, repeat: int = 2) -> dict:
+    """Single-thread milliseconds per image of each indexing stage at the method's settings:
+    decode + resize to the decode side (``load_image`` as the indexer calls it: JPEG draft,
+    then resize), the trunk forward at every scale, pooling. Their sum is the CPU time one
+    image costs; the CPU bound is cores x 1000 / that sum."""
+    decode_ms = _median_ms(lambda p: load_image(p, side), paths)
+    images = [load_image(p, side) for p in paths[:6]]
+    out = {}
+    for runtime in ("auto", "torch"):
+        timed = _TimedExtractor(FeatureExtractor(method.config.backbone, "cpu", runtime=runtime))
+        with torch_threads(1):
+            method.describe(images[:1], timed)  # export (ONNX) and warm-up
+            timed.seconds = 0.0
+            t = time.perf_counter()
+            for _ in range(repeat):
+                for im in images:
+                    method.describe([im], timed)
+            n = repeat * len(images)
+            describe_ms, forward_ms = (time.perf_counter() - t) * 1000 / n, timed.seconds * 1000 / n
+        if runtime == "auto":
+            out.update(runtime=timed.inner.runtime_description(), forward_ms=forward_ms,
+                       pooling_ms=max(0.0, describe_ms - forward_ms), describe_ms=describe_ms)
+        else:
+            out["forward_torch_ms"] = forward_ms
+    out["decode_resize_ms"] = decode_ms
+    out["onnx_vs_torch_forward"] = out["forward_torch_ms"] / out["forward_ms"]
+    out["cpu_ms_per_image"] = decode_ms + out["describe_ms"]
+    out["cpu_bound_images_per_s"] = available_cores() * 1000.0 / out["cpu_ms_per_image"]
+    return out
+
+
 def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> dict:
     method_name = DEFAULT_METHOD
     method = create_method(method_name)
@@ -107,6 +144,7 @@ def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> di
     log(f"generated {n_images} synthetic 12 MP JPEGs in {time.perf_counter() - t:.1f} s "
         f"(mean {np.mean([p.stat().st_size for p in paths]) / 1e6:.1f} MB)")
     out: dict = {"method": method_name, "backbone": method.config.backbone, "image_side": side,
+                 "scales": list(method.config.to_dict().get("scales") or ()),
                  "jpeg_megapixels": 12.0, "n_images": n_images}
     out.update(measure_decode(paths, side))
     log(f"decode full {out['decode_ms']:.0f} ms, draft {out['decode_draft_ms']:.0f} ms")
@@ -115,17 +153,17 @@ def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> di
     t = time.perf_counter()
     extractor = get_extractor(method.config.backbone, "cpu")
     out["model_load_s"] = time.perf_counter() - t
-    images = [load_image(p, side) for p in paths[: max(4, min(8, n_images))]]
-    fwd = {}
-    for threads in sorted({1, plan.torch_threads, available_cores()}):
-        for b in (1, 4):
-            if b <= len(images):
-                fwd[f"t{threads}_b{b}"] = measure_forward(method, extractor, images, threads, b)
-    out["forward_ms_by_threads_batch"] = fwd
-    out["forward_ms"] = measure_forward(method, extractor, images, plan.torch_threads, 1)
-    log(f"forward {fwd}")
-    # The bound: decode (one decode thread) and forward (the planned torch threads) overlap perfectly.
-    out["bound_images_per_s"] = 1000.0 / max(out["decode_draft_ms"], out["forward_ms"])
+    stages = measure_stages(paths, method, side)
+    out["stages"] = stages
+    out["forward_ms"] = stages["forward_ms"]
+    out["onnx_vs_torch_forward"] = stages["onnx_vs_torch_forward"]
+    log(f"stages (1 thread, ms/image): decode+resize {stages['decode_resize_ms']:.0f}, "
+        f"forward {stages['forward_ms']:.0f} ({stages['runtime']}; PyTorch eager {stages['forward_torch_ms']:.0f}), "
+        f"pooling {stages['pooling_ms']:.0f}")
+    # The bound: every core busy with some stage of some image, none idle (total CPU time per
+    # image over the cores), not max(decode, forward) as if each stage had a core of its own.
+    out["bound_images_per_s"] = stages["cpu_bound_images_per_s"]
+    out["torch_threads_planned"], out["decode_workers_planned"] = plan.torch_threads, plan.decode_workers
 
     rows = []
     for b in batch_sizes:
