@@ -214,6 +214,16 @@ class ArchiveLayout:
         found = {int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()}
         return {s for s in found if s < shards}
 
+    def drop_stale_claims(self, finished: set[int]) -> int:
+        """Remove the claims of finished shards: what a worker killed between writing a
+        manifest and removing its claim leaves behind (a claim only says who works on what)."""
+        dropped = 0
+        for shard in finished:
+            if self.claim_path(shard).exists():
+                self.claim_path(shard).unlink(missing_ok=True)
+                dropped += 1
+        return dropped
+
     def planned_count(self, info: ArchiveInfo, shard: int) -> int:
         """Files planned in ``shard`` (every shard is full but the last)."""
         return max(0, min(info.shard_size, info.files - shard * info.shard_size))

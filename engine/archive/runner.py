@@ -90,6 +90,7 @@ def index_archive(out: str | os.PathLike, sources: list[str] | None = None, meth
         info = plan_archive(layout, list(sources or []), asked, weights, shard_size, emit)
         info = _prepared(layout, info, gpus_per_worker, emit)
         finished = layout.finished_shards(info.shards)
+        layout.drop_stale_claims(finished)
         todo = [s for s in range(info.shards) if s not in finished]
         report = ArchiveIndexReport(str(layout.dir), ray_address or "embedded", 0, info.shards, len(finished))
         if todo:
