@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import platform
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -113,7 +113,7 @@ class ShardManifest:
 def worker_identity() -> dict[str, Any]:
     """Who is describing: the host name and process id (what ``archive status`` and the
     claims show; a path a result shows was read on that host)."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {"host": platform.node(), "pid": os.getpid()}
 
 
 def shard_name(shard: int) -> str:
