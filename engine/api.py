@@ -93,6 +93,40 @@ class KeypointMatches:
     verified: bool
 
 
+def matched_keypoints(query: str | os.PathLike | Image.Image, result_path: str | os.PathLike,
+                      features_dir: Path) -> KeypointMatches:
+    """:meth:`Collection.matched_keypoints` with the local features cached in ``features_dir``
+    (a collection's catalog folder; an archive's folder in the user cache)."""
+    from engine.search.local_features import LocalFeatureStore, extract, verify
+    from engine.search.spatial_verification import SpatialParams
+
+    params = SpatialParams()
+    store = LocalFeatureStore(params.features, features_dir)
+    q = extract(query, params.features) if isinstance(query, Image.Image) else store.get(os.fspath(query))
+    r = store.get(os.fspath(result_path))
+    v = verify(q, r, params.check)
+    return KeypointMatches(np.asarray(v.points_a, np.float32).reshape(-1, 2),
+                           np.asarray(v.points_b, np.float32).reshape(-1, 2),
+                           tuple(q.image_size), tuple(r.image_size), bool(v.verified))
+
+
+def is_archive(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is an archive (:mod:`engine.archive`, described on a Ray cluster)
+    rather than a desktop collection's catalog."""
+    from engine.archive.layout import ArchiveLayout
+
+    return ArchiveLayout(directory).is_archive()
+
+
+def open_archive(directory: str | os.PathLike, device: str = "auto"):
+    """An archive opened read-only (:class:`engine.archive.collection.ArchiveCollection`): the
+    ``search`` / ``search_index`` / ``method`` interface of a :class:`Collection` the search view
+    and why-matched use; actions that would change it raise :class:`LookalikeError`."""
+    from engine.archive.collection import ArchiveCollection
+
+    return ArchiveCollection.open(directory, device)
+
+
 def method_capabilities(name: str) -> set[str] | None:
     """What method ``name`` can do beyond searching (:meth:`Method.capabilities`: overlay kind,
     CAM, activation crop, training), or None for an unknown name."""
@@ -280,17 +314,7 @@ class Collection:
         lines between the two photos in "why matched". About 0.2 s per photo on one core.
         The same check and the same cached features as the ``sv`` re-ranking, so the lines
         drawn are the matches that moved the result."""
-        from engine.search.local_features import LocalFeatureStore, extract, verify
-        from engine.search.spatial_verification import SpatialParams
-
-        params = SpatialParams()
-        store = LocalFeatureStore(params.features, self.catalog.dir / "local_features")
-        q = extract(query, params.features) if isinstance(query, Image.Image) else store.get(os.fspath(query))
-        r = store.get(os.fspath(result_path))
-        v = verify(q, r, params.check)
-        return KeypointMatches(np.asarray(v.points_a, np.float32).reshape(-1, 2),
-                               np.asarray(v.points_b, np.float32).reshape(-1, 2),
-                               tuple(q.image_size), tuple(r.image_size), bool(v.verified))
+        return matched_keypoints(query, result_path, self.catalog.dir / "local_features")
 
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

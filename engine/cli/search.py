@@ -25,17 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="query only this region of the image (pixels)")
     p.add_argument("--box-mode", choices=["image", "activations"], default="image",
                    help="crop the image (crop I) or the feature maps (crop X) to the box")
-    p.add_argument("--rerank", default=DEFAULT_RERANK, choices=sorted(RERANKERS),
-                   help=f"query-time re-ranking (default: {DEFAULT_RERANK}, what the app uses)")
+    p.add_argument("--rerank", default=None, choices=sorted(RERANKERS),
+                   help=f"query-time re-ranking (default: {DEFAULT_RERANK}, what the app uses; "
+                        f"an archive: none)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.api import Collection
+    from engine.api import Collection, is_archive, open_archive
     from engine.errors import LookalikeError
 
     box = checked_box(args.box)
-    col = Collection.open(args.catalog, create=False, device=args.device, weights=args.weights)
+    if args.catalog and is_archive(args.catalog):  # an archive (lookalike archive index): read-only
+        col = open_archive(args.catalog, device=args.device)
+    else:
+        col = Collection.open(args.catalog, create=False, device=args.device, weights=args.weights)
 
     def search(image: str) -> list[dict]:
         results = col.search(image, method=args.method, top=args.top, exclude_query=args.exclude_query,
@@ -87,6 +91,8 @@ def checked_box(box: list[float] | None) -> tuple[float, float, float, float] | 
 
 def warn_unsearchable(col, method: str | None) -> None:
     """Say on stderr how many photos the search could not look at (damaged shards)."""
+    if getattr(col, "read_only", False):  # an archive's shards are verified when its index is built
+        return
     skipped = col.catalog.skipped_at_last_load(col.method(method).name)
     if skipped:
         print(f"lookalike: warning: {skipped} photos could not be searched (their descriptors are damaged); "

@@ -157,6 +157,22 @@ class VectorIndex:
         idx._add_approx(vectors)
         return idx
 
+    @classmethod
+    def from_coarse(cls, coarse: faiss.Index, refine: np.ndarray, config: AnnConfig) -> "VectorIndex":
+        """An approximate index from its populated coarse stage and its refine copy (fp16
+        ``(ntotal, D)``, e.g. a read-only memmap, so the vectors stay on disk): how an index
+        trained by :meth:`train` and filled chunk by chunk elsewhere is searched
+        (:mod:`engine.archive.merge`)."""
+        if coarse.ntotal != len(refine):
+            raise ValueError(f"the coarse stage holds {coarse.ntotal} vectors, the refine copy {len(refine)}")
+        idx = cls(refine.shape[1], config.replace(kind="ivfpq" if config.kind == "auto" else config.kind))
+        idx.config = config
+        idx._coarse = coarse
+        idx._buf = refine
+        idx._n = len(refine)
+        idx._set_search_params()
+        return idx
+
     def train(self, vectors: np.ndarray, expected_total: int | None = None) -> None:
         """Train the approximate coarse stage (PCA, IVF-PQ / HNSW) on a sample of ``vectors``.
 
