@@ -26,6 +26,7 @@ from PIL import Image
 from engine.store.catalog import CatalogStore, NewImage, content_hash
 from engine.errors import ImageLoadError, LookalikeError
 from engine.imaging.images import is_image_path, load_image
+from engine.imaging.metadata import read_header
 from engine.indexing.changes import FileChange, classify_file, vanished
 from engine.descriptors.methods import Method
 
@@ -137,18 +138,6 @@ def walk_images(root: str | os.PathLike, on_error: Callable[[str, str], None] | 
         stack.extend(reversed(subdirs))
 
 
-def date_taken(img: Image.Image) -> float | None:
-    """EXIF DateTimeOriginal as a POSIX timestamp (local time), or None."""
-    try:
-        exif = img.getexif()
-        raw = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
-        if not raw:
-            return None
-        return time.mktime(time.strptime(str(raw).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S"))
-    except Exception:  # malformed EXIF is common and never fatal
-        return None
-
-
 @dataclass
 class _Decoded:
     found: FoundFile
@@ -156,24 +145,7 @@ class _Decoded:
     image: Image.Image | None = None
     record: NewImage | None = None
     error: str | None = None
-
-
-def _header_metadata(path: str) -> tuple[int, int, float | None]:
-    """Upright ``(width, height)`` and EXIF date taken, from the file's header.
-
-    Called only after :func:`load_image` accepted the file (so never on a bomb). A PNG's
-    ``getexif()`` decodes all its pixels to look for an eXIf chunk after them; a PNG without
-    EXIF in its header is not asked (no second full decode).
-    """
-    with Image.open(path) as raw:
-        w, h = raw.size
-        if raw.format == "PNG" and "exif" not in raw.info:
-            return w, h, None
-        orientation = raw.getexif().get(0x0112, 1)
-        taken = date_taken(raw)
-    if orientation in (5, 6, 7, 8):
-        w, h = h, w
-    return w, h, taken
+    descriptor: np.ndarray | None = None  # set when the worker that decoded it described it too
 
 
 def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _Decoded:
@@ -188,7 +160,8 @@ def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _
     try:
         for _ in range(attempts):
             img = load_image(current.path, side)  # first: refuses bombs, readable reasons
-            w, h, taken = _header_metadata(current.path)
+            header = read_header(current.path)  # after load_image accepted it: never a bomb
+            w, h, taken = header.width, header.height, header.taken
             digest = content_hash(current.path)
             st = os.stat(current.path)
             after = FoundFile(current.path, st.st_size, st.st_mtime_ns)
@@ -212,6 +185,34 @@ def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _
         log.warning("unexpected error decoding %s", current.path, exc_info=True)
         item.error = f"could not be decoded: {exc.__class__.__name__}: {exc}"
     return item
+
+
+def describe_decoded(method: Method, extractor, items: list[_Decoded]
+                     ) -> tuple[list[_Decoded], np.ndarray | None, list[_Decoded]]:
+    """Descriptors of one batch of decoded photos: ``(described, descriptors, failed)``.
+
+    When the batch raises one of :data:`DESCRIBE_ERRORS` its photos are described one by one,
+    so one odd image cannot sink its whole batch; those that still fail come back in
+    ``failed`` with ``error`` set. The desktop indexer and the archive's shard workers
+    (:mod:`engine.archive.describe`) both describe through here.
+    """
+    try:
+        return items, method.describe([b.image for b in items], extractor), []
+    except (LookalikeError, NotImplementedError):
+        raise
+    except DESCRIBE_ERRORS as exc:
+        log.warning("batch failed (%s); retrying images one by one", exc)
+    good, rows, failed = [], [], []
+    for b in items:
+        try:
+            rows.append(method.describe([b.image], extractor)[0])
+            good.append(b)
+        except (LookalikeError, NotImplementedError):
+            raise
+        except DESCRIBE_ERRORS as exc:
+            b.error = f"descriptor failed: {exc.__class__.__name__}: {exc}"
+            failed.append(b)
+    return good, (np.stack(rows) if rows else None), failed
 
 
 def available_cores() -> int:
@@ -244,10 +245,20 @@ def query_threads(cores: int | None = None, load: float | None = None) -> int:
 class ThreadPlan:
     torch_threads: int
     decode_workers: int
+    # Each worker decodes and describes whole photos (one network thread each), so no core
+    # waits for another stage: used where the network runs concurrently (ONNX Runtime).
+    describe_in_workers: bool = False
 
 
-def plan_threads(device: torch.device, cores: int | None = None) -> ThreadPlan:
+def plan_threads(device: torch.device, cores: int | None = None, parallel_describe: bool = False) -> ThreadPlan:
     """How many torch intra-op threads and decode threads an indexing run uses.
+
+    ``parallel_describe``: the extractor runs several forward passes at once without a lock
+    (ONNX Runtime on the CPU, :attr:`FeatureExtractor.concurrent`): then one worker per core
+    decodes *and* describes its own photos with one network thread, so every core always has
+    work. 12 MP JPEGs, rmac-ms, 2 idle cores: 4.8-4.9 images/s with one decode thread and one
+    network thread, 6.6-7.2 with two network threads (not spinning) and two decode threads,
+    against a CPU bound of 9.6 (docs/BENCHMARKS.md).
 
     Decode (Pillow, GIL released) and the forward pass run at the same time, so together
     they must not ask for more threads than there are cores: on 2 cores torch's default
@@ -259,6 +270,8 @@ def plan_threads(device: torch.device, cores: int | None = None) -> ThreadPlan:
     docs/BENCHMARKS.md.
     """
     cores = cores or available_cores()
+    if device.type == "cpu" and parallel_describe:
+        return ThreadPlan(1, cores, describe_in_workers=True)
     if device.type == "cpu":
         decode = max(1, cores // 4)
         return ThreadPlan(max(1, cores - decode), decode)
@@ -304,11 +317,15 @@ class Indexer:
         self.catalog = catalog
         self.method = method
         self.extractor = extractor
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise LookalikeError(f"The batch size must be a whole number of at least 1, not {batch_size!r}.")
         self.batch_size = batch_size
         device = getattr(extractor, "device", None)
-        plan = plan_threads(device if isinstance(device, torch.device) else torch.device("cpu"))
+        plan = plan_threads(device if isinstance(device, torch.device) else torch.device("cpu"),
+                            parallel_describe=bool(getattr(extractor, "concurrent", False)))
         self.decode_workers = decode_workers or plan.decode_workers
         self.torch_threads = torch_threads or plan.torch_threads
+        self.describe_in_workers = plan.describe_in_workers
         self.forward_batch = forward_batch
         self.prefetch = prefetch_batches
         # Also compare content hashes of files whose (size, mtime) did not change: True for
@@ -369,8 +386,12 @@ class Indexer:
         report = IndexReport()
         cancel = cancel or threading.Event()
         emit = progress or (lambda p: None)
-        folders = list(folders if folders is not None else self.catalog.folders())
         with self.catalog.index_lock():
+            # Under the lock: leftovers of killed runs removed, nested folders merged, damaged
+            # shards forgotten (so this run describes their photos again).
+            for repaired in self.catalog.prepare_index_run(self.method.name):
+                log.warning("%s", repaired)
+            folders = list(folders if folders is not None else self.catalog.folders())
             emit(IndexProgress("scanning"))
             todo, gone, walk_errors = self.scan(folders, report)
             report.removed = self.catalog.remove_images(gone)
@@ -380,9 +401,34 @@ class Indexer:
             with torch_threads(self.torch_threads), _forward_batch(self.extractor, self.forward_batch):
                 self._ensure_prepared(todo, emit)
                 self._compute(todo, report, emit, cancel, start)
+            if not report.cancelled:
+                self.catalog.compact_if_fragmented(self.method.name)
         report.seconds = time.monotonic() - start
         emit(IndexProgress("finished", report.indexed, report.indexed, len(report.failed)))
         return report
+
+    def _decode_job(self, found: FoundFile, folder_id: int, side: int) -> _Decoded:
+        """A worker's job: decode one photo, and describe it too when the plan says so."""
+        item = _decode(found, folder_id, side)
+        if self.describe_in_workers and item.image is not None:
+            ok, desc, _failed = describe_decoded(self.method, self.extractor, [item])
+            if ok:
+                item.descriptor = desc[0]
+            item.image = None  # only the descriptor travels on: memory stays one photo per worker
+        return item
+
+    def _described(self, batch: list[_Decoded]) -> tuple[list[_Decoded], np.ndarray | None, list[_Decoded]]:
+        """``(described, descriptors, failed)`` of a batch whose workers may have described it."""
+        if self.describe_in_workers:
+            ok = [b for b in batch if b.descriptor is not None]
+            return ok, (np.stack([b.descriptor for b in ok]) if ok else None), [b for b in batch if b.descriptor is None]
+        ok = [b for b in batch if b.image is not None]
+        bad = [b for b in batch if b.image is None]
+        if ok:
+            ok, desc, broken = describe_decoded(self.method, self.extractor, ok)
+            bad.extend(broken)
+            return ok, desc, bad
+        return [], None, bad
 
     def _ensure_prepared(self, todo, emit) -> None:
         m = self.method
@@ -422,7 +468,7 @@ class Indexer:
                         f, fid = next(it)
                     except StopIteration:
                         return
-                    pending.append(pool.submit(_decode, f, fid, side))
+                    pending.append(pool.submit(self._decode_job, f, fid, side))
 
             refill()
             while pending:
@@ -435,33 +481,10 @@ class Indexer:
                 while pending and len(batch) < self.batch_size:
                     batch.append(pending.popleft().result())
                 refill()
-                ok = [b for b in batch if b.image is not None]
-                bad = [b for b in batch if b.image is None]
+                ok, desc, bad = self._described(batch)
                 if ok:
-                    try:
-                        desc = self.method.describe([b.image for b in ok], self.extractor)
-                    except (LookalikeError, NotImplementedError):
-                        raise
-                    except DESCRIBE_ERRORS as exc:
-                        # Describe one by one so one odd image cannot sink its whole batch.
-                        log.warning("batch failed (%s); retrying images one by one", exc)
-                        desc = None
-                    if desc is None:
-                        good, rows = [], []
-                        for b in ok:
-                            try:
-                                rows.append(self.method.describe([b.image], self.extractor)[0])
-                                good.append(b)
-                            except (LookalikeError, NotImplementedError):
-                                raise
-                            except DESCRIBE_ERRORS as exc:
-                                b.error = f"descriptor failed: {exc.__class__.__name__}: {exc}"
-                                bad.append(b)
-                        ok = good
-                        desc = np.stack(rows) if rows else None
-                    if ok:
-                        self.catalog.add_batch(self.method.name, [b.record for b in ok], desc)
-                        report.indexed += len(ok)
+                    self.catalog.add_batch(self.method.name, [b.record for b in ok], desc)
+                    report.indexed += len(ok)
                 if bad:
                     self.catalog.record_failures([(b.found.path, b.folder_id, b.found.size, b.found.mtime_ns, b.error)
                                                   for b in bad])

@@ -6,6 +6,7 @@ accelerator falls back to smaller batches and then the CPU (never a crash).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -75,6 +76,14 @@ class FeatureExtractor:
         self._lock = threading.Lock()
         self.use_onnx = runtime != "torch" and cpu_runtime_wanted()
         self._onnx_trunks: dict[tuple[str, ...], OnnxTrunk | None] = {}
+        self._onnx_lock = threading.Lock()
+
+    @property
+    def concurrent(self) -> bool:
+        """Several threads may run forward passes at once (ONNX Runtime sessions are thread
+        safe; the PyTorch path is serialised by a lock): the indexer then describes photos in
+        every worker (:func:`engine.indexing.indexer.plan_threads`)."""
+        return self.device.type == "cpu" and self.use_onnx
 
     def runtime_description(self) -> str:
         """What runs the network, as the app and ``methods`` show it."""
@@ -86,6 +95,10 @@ class FeatureExtractor:
 
     def _onnx_trunk(self, taps: tuple[str, ...]) -> OnnxTrunk | None:
         """The exported trunk for ``taps``, or None (PyTorch) when export or its check fails."""
+        with self._onnx_lock:
+            return self._onnx_trunk_locked(taps)
+
+    def _onnx_trunk_locked(self, taps: tuple[str, ...]) -> OnnxTrunk | None:
         if taps not in self._onnx_trunks:
             try:
                 self._onnx_trunks[taps] = OnnxTrunk(self._model_on(torch.device("cpu")), taps)
@@ -148,7 +161,8 @@ class FeatureExtractor:
             cpu = {k: v.float().cpu().contiguous() for k, v in feats.items()}
             return [{k: v[j] for k, v in cpu.items()} for j in range(len(chunk))]
 
-        with self._lock:
+        onnx = self.device.type == "cpu" and self.use_onnx and self._onnx_trunk(tuple(taps)) is not None
+        with contextlib.nullcontext() if onnx else self._lock:  # ONNX Runtime runs concurrently
             for idx in groups.values():
                 for s in range(0, len(idx), self.batch_size):
                     chunk = idx[s:s + self.batch_size]
