@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
-	$(PY) tools/lock_requirements.py > requirements.lock.new && mv requirements.lock.new requirements.lock
+	$(PY) .ci/lock_requirements.py > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 # The check names the system library Qt's xcb plugin lacks (Qt's own message blames
 # xcb-cursor0 whatever is missing) and the apt-get line that installs it.
