@@ -69,8 +69,11 @@ def _exif_tags(img: Image.Image) -> tuple[dict, dict]:
 def _raw_header(path: Path) -> PhotoHeader:
     import rawpy
 
-    with rawpy.imread(str(path)) as raw:
-        w, h, flip = raw.sizes.width, raw.sizes.height, raw.sizes.flip
+    try:
+        with rawpy.imread(str(path)) as raw:
+            w, h, flip = raw.sizes.width, raw.sizes.height, raw.sizes.flip
+    except rawpy.LibRawError as exc:  # as Pillow's errors: the caller's "cannot read" branch
+        raise ValueError(f"LibRaw cannot read {path.name}: {exc}") from None
     if flip in _RAW_FLIP_SWAPS_SIDES:
         w, h = h, w
     try:

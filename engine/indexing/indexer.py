@@ -27,6 +27,7 @@ from engine.store.catalog import CatalogStore, NewImage, content_hash
 from engine.errors import ImageLoadError, LookalikeError
 from engine.imaging.images import is_image_path, load_image
 from engine.imaging.metadata import read_header
+from engine.indexing.pixel_budget import PixelBudget
 from engine.indexing.changes import FileChange, classify_file, vanished
 from engine.descriptors.methods import Method
 
@@ -146,6 +147,15 @@ class _Decoded:
     record: NewImage | None = None
     error: str | None = None
     descriptor: np.ndarray | None = None  # set when the worker that decoded it described it too
+
+
+def _header_pixels(path: str) -> int:
+    """Width x height from the file's header (0 when unreadable: the decode then says why)."""
+    try:
+        header = read_header(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 0
+    return header.width * header.height
 
 
 def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _Decoded:
@@ -326,6 +336,7 @@ class Indexer:
         self.decode_workers = decode_workers or plan.decode_workers
         self.torch_threads = torch_threads or plan.torch_threads
         self.describe_in_workers = plan.describe_in_workers
+        self.pixel_budget = PixelBudget()
         self.forward_batch = forward_batch
         self.prefetch = prefetch_batches
         # Also compare content hashes of files whose (size, mtime) did not change: True for
@@ -408,13 +419,15 @@ class Indexer:
         return report
 
     def _decode_job(self, found: FoundFile, folder_id: int, side: int) -> _Decoded:
-        """A worker's job: decode one photo, and describe it too when the plan says so."""
-        item = _decode(found, folder_id, side)
-        if self.describe_in_workers and item.image is not None:
-            ok, desc, _failed = describe_decoded(self.method, self.extractor, [item])
-            if ok:
-                item.descriptor = desc[0]
-            item.image = None  # only the descriptor travels on: memory stays one photo per worker
+        """A worker's job: decode one photo, and describe it too when the plan says so. The
+        photo's pixels are held in :attr:`pixel_budget` while it is decoded (and described)."""
+        with self.pixel_budget.hold(_header_pixels(found.path)):
+            item = _decode(found, folder_id, side)
+            if self.describe_in_workers and item.image is not None:
+                ok, desc, _failed = describe_decoded(self.method, self.extractor, [item])
+                if ok:
+                    item.descriptor = desc[0]
+                item.image = None  # only the descriptor travels on
         return item
 
     def _described(self, batch: list[_Decoded]) -> tuple[list[_Decoded], np.ndarray | None, list[_Decoded]]:
