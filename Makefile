@@ -8,8 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 
 # Exact versions from requirements.lock (pyproject.toml only has compatible ranges), so every
 # `make` environment is the one the tests ran in.
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU-only build of the locked
+# torch/torchvision first (the default wheels bring ~4 GB of CUDA libraries a CPU-only machine
+# never loads); the rest of the install then finds them satisfied.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),$(PY) -m pip install --disable-pip-version-check -q --index-url $(TORCH_INDEX) \
+		$$(grep -E '^(torch|torchvision)==' requirements.lock))
 	$(PY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
