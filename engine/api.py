@@ -337,6 +337,11 @@ class Collection:
         """Photos with a descriptor, per method indexed in this collection."""
         return {name: count for name, count, _generation in self.catalog.methods()}
 
+    def unsearchable_count(self, method: str | None = None) -> int:
+        """Photos the last search of ``method`` could not look at: their stored descriptors are
+        damaged (the next index run or ``lookalike repair`` describes them again)."""
+        return self.catalog.skipped_at_last_load(self.method(method).name)
+
     def has_descriptors(self, method: str | None = None) -> bool:
         """Whether any photo is indexed with ``method`` (default: the active one)."""
         return bool(self.catalog.has_descriptor(method or self.active_method))

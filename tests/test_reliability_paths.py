@@ -118,3 +118,30 @@ def test_a_cross_device_move_into_a_full_disk_leaves_no_partial_copy(tmp_path, m
     with pytest.raises(OSError, match="No space left"):
         move_to_folder([src], tmp_path / "dups")
     assert src.read_bytes() == original and list((tmp_path / "dups").iterdir()) == []
+
+
+def test_a_move_that_fails_half_way_reports_what_did_move_and_why_the_rest_did_not(tmp_path, monkeypatch):
+    import errno
+
+    import engine.services.duplicates as dup
+
+    src = tmp_path / "src"
+    src.mkdir()
+    files = []
+    for k in range(3):
+        make_photo(k, (40, 30)).save(src / f"p{k}.jpg")
+        files.append(str(src / f"p{k}.jpg"))
+    real = dup._move_no_overwrite
+
+    def full_after_first(a, b):
+        if Path(a).name == "p1.jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(dup, "_move_no_overwrite", full_after_first)
+    errors: list[tuple[str, str]] = []
+    moved = move_to_folder(files, tmp_path / "dest", errors)
+    assert [Path(s).name for s, _d in moved] == ["p0.jpg", "p2.jpg"]
+    assert errors == [(files[1], "No space left on device")] and Path(files[1]).is_file()
+    with pytest.raises(OSError):  # without an errors list the caller still hears of it
+        move_to_folder([files[1]], tmp_path / "dest")

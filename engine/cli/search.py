@@ -93,7 +93,7 @@ def warn_unsearchable(col, method: str | None) -> None:
     """Say on stderr how many photos the search could not look at (damaged shards)."""
     if getattr(col, "read_only", False):  # an archive's shards are verified when its index is built
         return
-    skipped = col.catalog.skipped_at_last_load(col.method(method).name)
+    skipped = col.unsearchable_count(method)
     if skipped:
         print(f"lookalike: warning: {skipped} photos could not be searched (their descriptors are damaged); "
               f"'lookalike index' or 'lookalike repair --catalog {col.directory}' describes them again.",

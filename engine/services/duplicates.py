@@ -859,11 +859,15 @@ def _move_no_overwrite(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
-def move_to_folder(paths: Iterable[str | os.PathLike], folder: str | os.PathLike) -> list[tuple[str, str]]:
+def move_to_folder(paths: Iterable[str | os.PathLike], folder: str | os.PathLike,
+                   errors: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """Move files into ``folder`` (created if needed); returns ``(source, destination)`` pairs.
 
     Never deletes a file's content and never overwrites: a taken name gets a `` (n)`` suffix.
-    A file that no longer exists is skipped (not in the result).
+    A file that no longer exists is skipped (not in the result). ``errors``: when given, a file
+    that cannot be moved (disk full, permissions) is listed there with its reason and the
+    others are still moved, so what did move is never reported as nothing; without it the
+    first such error is raised.
     """
     dest = Path(folder).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
@@ -874,14 +878,21 @@ def move_to_folder(paths: Iterable[str | os.PathLike], folder: str | os.PathLike
             continue
         if src.parent.resolve() == dest.resolve():
             continue
-        for _attempt in range(100):
-            dst = unique_destination(dest, src.name)
-            try:
-                _move_no_overwrite(src, dst)
-                break
-            except FileExistsError:
-                continue  # someone took the name meanwhile: pick the next one
-        else:  # pragma: no cover - 100 races in a row
-            raise OSError(f"could not find a free name for {src.name} in {dest}")
-        moved.append((str(src), str(dst)))
+        try:
+            moved.append((str(src), str(_move_to_free_name(src, dest))))
+        except OSError as exc:
+            if errors is None:
+                raise
+            errors.append((str(src), exc.strerror or str(exc)))
     return moved
+
+
+def _move_to_free_name(src: Path, dest: Path) -> Path:
+    for _attempt in range(100):
+        dst = unique_destination(dest, src.name)
+        try:
+            _move_no_overwrite(src, dst)
+            return dst
+        except FileExistsError:
+            continue  # someone took the name meanwhile: pick the next one
+    raise OSError(f"could not find a free name for {src.name} in {dest}")  # pragma: no cover - 100 races

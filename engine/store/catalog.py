@@ -505,14 +505,18 @@ class CatalogStore:
         """Write one shard file; returns ``(relative name, bytes, checksum)`` for its row."""
         data = npy_bytes(descriptors)
         rel = (Path("shards") / _safe(method) / f"{time.time_ns()}-{os.getpid()}{tag}.npy").as_posix()
+        self._write_file(rel, data, "index again (finished photos are kept)")
+        return rel, len(data), digest(data)
+
+    def _write_file(self, rel: str, data: bytes, then: str) -> None:
+        """Write ``data`` atomically at ``rel``; a full disk is a clear error saying ``then``."""
         try:
             atomic_write_bytes(self._file(rel), lambda f: f.write(data))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise LookalikeError(f"The disk holding the catalog ({self.dir}) is full; free some space and "
-                                     f"index again (finished photos are kept).") from None
+                                     f"{then}.") from None
             raise
-        return rel, len(data), digest(data)
 
     def add_batch(self, method: str, images: Sequence[NewImage], descriptors: np.ndarray) -> list[int]:
         """Store images and their descriptors in one atomic step; returns image ids.
@@ -645,13 +649,7 @@ class CatalogStore:
         """Store a learned state (``dict`` of arrays) as an ``.npz``; replaces the previous one."""
         data = npz_bytes(arrays)
         rel = (Path("state") / f"{_safe(method)}-{_safe(kind)}-{time.time_ns()}.npz").as_posix()
-        try:
-            atomic_write_bytes(self._file(rel), lambda f: f.write(data))
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise LookalikeError(f"The disk holding the catalog ({self.dir}) is full; free some space and try "
-                                     f"again (the previous {kind} state of {method} is kept).") from None
-            raise
+        self._write_file(rel, data, f"try again (the previous {kind} state of {method} is kept)")
         gen = self.generation(method) if generation is None else generation
         try:
             with self.transaction() as cur:

@@ -22,6 +22,8 @@ overwriting: ``engine.services.duplicates.move_to_folder``) or to the system tra
 """
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QFile, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QDialog, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar,
@@ -636,12 +638,17 @@ class DuplicatesView(QWidget):
                 (moved if QFile.moveToTrash(p) else failed).append(p)
             moved = [(p, TRASH) for p in moved]
         else:
+            errors: list[tuple[str, str]] = []
             try:
-                moved = move_to_folder(paths, dest)
-            except OSError as exc:
+                moved = move_to_folder(paths, dest, errors)
+            except OSError as exc:  # the destination folder itself cannot be made
                 QMessageBox.warning(self, "Lookalike", f"Could not move the photos: {exc}")
                 return []
             failed = [p for p in paths if p not in {s for s, _d in moved}]
+            if errors:
+                QMessageBox.warning(self, "Lookalike", f"Moved {len(moved)} photos; {len(errors)} could not be "
+                                    f"moved and were left in place: {errors[0][1]} ({os.path.basename(errors[0][0])}"
+                                    f"{' and others' if len(errors) > 1 else ''}).")
         self._remember_resolved({s for s, _d in moved})
         self._forget([s for s, _d in moved])
         self.last_moved = moved

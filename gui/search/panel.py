@@ -208,6 +208,10 @@ class SearchPanel(QSplitter):
         col = self.collection_getter()
         if col is None:
             return ""
+        damaged = col.unsearchable_count(method)
+        if damaged:
+            return (f"{plural(damaged, 'photo')} could not be searched: their stored descriptors are damaged. "
+                    "Press Index now to describe them again.")
         found = self.indexing_found()
         if found is not None:
             total = max(found, col.image_count())
