@@ -6,12 +6,15 @@ file).
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
 from engine.api import config_dir
 
+log = logging.getLogger(__name__)
 THUMB_SIZES = (96, 128, 160, 200, 256, 320)
 DEFAULT_THUMB_SIZE = 160
 
@@ -24,6 +27,17 @@ def open_settings() -> QSettings:
     path = settings_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return QSettings(str(path), QSettings.Format.IniFormat)
+
+
+def _collection_path(value: object) -> str | None:
+    """A collection folder read back from the settings file, or None when it is not a plain
+    absolute path: the file is data another program (or a hand edit) may have changed, so a
+    relative path, a ``..`` part or a NUL never reaches the catalog code."""
+    text = str(value)
+    if not text or "\x00" in text or not os.path.isabs(text) or ".." in Path(text).parts:
+        log.warning("ignoring the collection %r in the settings file: not a plain absolute path", text)
+        return None
+    return os.path.normpath(text)
 
 
 def _key_part(path: str) -> str:
@@ -122,7 +136,7 @@ class AppSettings:
         v = self.store.value("collections", [])
         if isinstance(v, str):  # QSettings gives a one-item list back as a plain string
             v = [v]
-        return [str(x) for x in (v or [])]
+        return [p for p in (_collection_path(x) for x in (v or [])) if p is not None]
 
     @collections.setter
     def collections(self, folders: list[str]) -> None:
@@ -131,7 +145,7 @@ class AppSettings:
     @property
     def last_collection(self) -> str | None:
         v = self.store.value("last_collection")
-        return str(v) if v else None
+        return _collection_path(v) if v else None
 
     @last_collection.setter
     def last_collection(self, folder: str | None) -> None:

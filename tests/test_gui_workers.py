@@ -145,3 +145,16 @@ def test_overlays_offered_follow_what_the_method_explains_with():
     assert regions("regions") and regions("cam") and not regions("clusters") and regions("none")
     learned = overlay_availability(set(), stated=False, learned_kind="clusters")
     assert learned("clusters") and not learned("regions") and not learned("cam")
+
+
+def test_collection_paths_from_an_edited_settings_file_must_be_plain_absolute_paths(tmp_path):
+    from gui.settings import AppSettings
+
+    ini = tmp_path / "s.ini"
+    store = QSettings(str(ini), QSettings.Format.IniFormat)
+    store.setValue("collections", ["/photos/a", "relative/cat", "/photos/../etc", "/photos/b/"])
+    store.setValue("last_collection", "../../elsewhere")
+    store.sync()
+    s = AppSettings(QSettings(str(ini), QSettings.Format.IniFormat))
+    assert s.collections == ["/photos/a", "/photos/b"]
+    assert s.last_collection is None
