@@ -181,7 +181,36 @@ def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> di
     out["plain_loop_images_per_s"] = plain["images_per_s"]
     out["speedup_vs_plain_loop"] = best["images_per_s"] / plain["images_per_s"]
     log(f"plain loop {plain['images_per_s']:.2f} images/s")
+    out["other_formats"] = bench_other_formats(extractor, work, log, n=max(4, n_images // 4))
+    out["peak_rss_mb_with_24mp_and_plain_loop"] = peak_rss_mb()  # the process peak after every run above
     return out
+
+
+def bench_other_formats(extractor, work: Path, log, n: int = 6) -> list[dict]:
+    """The pipeline on 24 MP JPEGs and on 12 MP HEICs (when pillow-heif is installed), at the
+    default settings: what a newer phone or camera hands the indexer."""
+    from .jpegs import make_jpegs, make_photo, source_photos
+
+    rows = []
+    big = work / "jpegs24"
+    make_jpegs(big, n, size=(5657, 4243))
+    rows.append({"kind": "24 MP JPEG", **run_pipeline(big, DEFAULT_METHOD, extractor, 1, work)})
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except ImportError:
+        log("pillow-heif not installed: no HEIC row")
+        return rows
+    heic = work / "heic12"
+    heic.mkdir(exist_ok=True)
+    sources = source_photos()
+    for i in range(n):
+        make_photo(i, (4000, 3000), sources).save(heic / f"photo_{i:03d}.heic", quality=90)
+    rows.append({"kind": "12 MP HEIC", **run_pipeline(heic, DEFAULT_METHOD, extractor, 1, work)})
+    for r in rows:
+        log(f"{r['kind']}: {r['images_per_s']:.2f} images/s")
+    return rows
 
 
 def bench_dataset(name: str, extractor, forward_batch: int, work: Path) -> dict | None:

@@ -123,14 +123,19 @@ def write_report(r: dict, path: Path) -> None:
                   f"total {st['cpu_ms_per_image']:.0f} ms",
                   f"- CPU bound (every core busy, none idle: cores x 1000 / total): {idx['bound_images_per_s']:.2f} images/s",
                   f"- model load: {idx['model_load_s']:.1f} s (once, excluded)", "",
-                  "| run | forward batch | torch threads | decode threads | images/s |", "|---|---|---|---|---|"]
+                  "| run | forward batch | network threads (per worker) | workers (decode; on ONNX Runtime also describe) | images/s |", "|---|---|---|---|---|"]
         for row in idx["pipeline_by_batch"]:
             lines.append(f"| pipeline (`Indexer`) | {row['forward_batch']} | {row['torch_threads']} | "
                          f"{row['decode_workers']} | {row['images_per_s']:.2f} |")
         lines.append(f"| plain loop: full decode + resize + describe, one at a time, torch defaults | 1 | "
                      f"{m['cores']} | 0 | {idx['plain_loop_images_per_s']:.2f} |")
+        for row in idx.get("other_formats", []):
+            lines.append(f"| pipeline (`Indexer`), {row['kind']} | 1 | {row['torch_threads']} | "
+                         f"{row['decode_workers']} | {row['images_per_s']:.2f} |")
         lines += ["", f"Pipeline / plain loop: **{idx['speedup_vs_plain_loop']:.2f}x**; pipeline / bound: "
-                  f"**{idx['index_vs_bound']:.2f}**; peak RSS {idx['peak_rss_mb']:.0f} MB (best forward batch: "
+                  f"**{idx['index_vs_bound']:.2f}**; peak RSS {idx['peak_rss_mb']:.0f} MB after the 12 MP runs, "
+                  f"{idx.get('peak_rss_mb_with_24mp_and_plain_loop', float('nan')):.0f} MB after the 24 MP and HEIC runs and "
+                  f"the plain loop (best forward batch: "
                   f"{idx.get('index_best_batch', '?')}; the app's CPU default is `engine.nn.features.CPU_FORWARD_BATCH`).", ""]
         for d in r.get("datasets", []):
             lines.append(f"- real photos `{d['dataset']}` (e.g. {d['example_size'][0]}x{d['example_size'][1]}): "
