@@ -68,6 +68,14 @@ def catalog_exists(directory: str | os.PathLike) -> bool:
     return (Path(directory).expanduser() / DB_NAME).exists()
 
 
+def network_runtime(device: str = "auto") -> str:
+    """What runs the network for ``device`` ("ONNX Runtime 1.32.0 on the CPU", "PyTorch 2.14.1
+    on CUDA"), as the window's device picker and ``lookalike methods`` show it."""
+    from engine.nn.features import planned_runtime
+
+    return planned_runtime(device)
+
+
 def accelerator_name() -> str | None:
     """Name of the accelerator the ``auto`` device would use (a CUDA GPU, Apple's MPS), or
     None when the CPU computes."""

@@ -83,3 +83,16 @@ def test_methods_says_what_runs_the_network(monkeypatch, capsys):
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
     assert main(["methods"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("the network runs on: PyTorch")
+
+
+def test_the_window_device_picker_says_what_runs_the_network(qtbot, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    from gui.collection.methods import device_combo
+
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "auto")
+    combo = device_combo(None)
+    assert combo.itemText(1) == "CPU (ONNX Runtime)" and "ONNX Runtime" in combo.itemText(0)
+    assert combo.itemData(1, Qt.ItemDataRole.ToolTipRole).startswith("ONNX Runtime 1.")
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    assert device_combo(None).itemText(1) == "CPU (PyTorch)"

@@ -1,10 +1,10 @@
 """Method and device of the open collection (the toolbar's two pickers), and what each method can do."""
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QMessageBox, QWidget
 
-from engine.api import accelerator_name, method_capabilities
+from engine.api import accelerator_name, method_capabilities, network_runtime
 from engine.services.formatting import format_duration, plural
 
 from ..settings import AppSettings
@@ -13,11 +13,16 @@ from .session import CollectionSession
 
 
 def device_combo(gpu: str | None) -> QComboBox:
-    """Auto / CPU / GPU, the GPU entry disabled when there is none."""
+    """Auto / CPU / GPU, the GPU entry disabled when there is none; each says what runs the
+    network there (ONNX Runtime or PyTorch), the full line in its tooltip."""
+    cpu_runtime = network_runtime("cpu")
+    engine_name = "ONNX Runtime" if cpu_runtime.startswith("ONNX") else "PyTorch"
     combo = QComboBox()
-    combo.addItem(f"Auto ({gpu})" if gpu else "Auto (CPU: no GPU found)", "auto")
-    combo.addItem("CPU", "cpu")
+    combo.addItem(f"Auto ({gpu})" if gpu else f"Auto (CPU, {engine_name}: no GPU found)", "auto")
+    combo.addItem(f"CPU ({engine_name})", "cpu")
     combo.addItem(f"GPU: {gpu}" if gpu else "GPU (none detected)", "cuda")
+    combo.setItemData(0, network_runtime("auto"), Qt.ItemDataRole.ToolTipRole)
+    combo.setItemData(1, cpu_runtime, Qt.ItemDataRole.ToolTipRole)
     if not gpu:
         combo.model().item(2).setEnabled(False)
     return combo
