@@ -67,25 +67,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
         size = path.stat().st_size
         if size == 0:
             raise ImageLoadError(path, "the file is empty (0 bytes)")
-        if is_raw_path(path):
-            img = load_raw(path, max_side)
-            return resize_longest_side(img, max_side) if max_side and max(img.size) > max_side else img
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageLoadError(path, f"image is {w}x{h} pixels, above the {MAX_PIXELS // 1_000_000} MP safety limit")
-                if max_side and img.format == "JPEG":
-                    # draft() keeps the longest side >= requested size (scale 1/2, 1/4, 1/8).
-                    scale = max(w, h) / max_side
-                    if scale >= 2:
-                        img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
-                if getattr(img, "is_animated", False):
-                    img.seek(0)
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
+        img = load_raw(path, max_side) if is_raw_path(path) else _load_with_pillow(path, max_side)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -109,6 +91,25 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
     if max_side and max(img.size) > max_side:
         img = resize_longest_side(img, max_side)
     return img
+
+
+def _load_with_pillow(path: Path, max_side: int | None) -> Image.Image:
+    """Upright 8-bit RGB through Pillow (the errors are :func:`load_image`'s to word)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageLoadError(path, f"image is {w}x{h} pixels, above the {MAX_PIXELS // 1_000_000} MP safety limit")
+            if max_side and img.format == "JPEG":
+                # draft() keeps the longest side >= requested size (scale 1/2, 1/4, 1/8).
+                scale = max(w, h) / max_side
+                if scale >= 2:
+                    img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+            if getattr(img, "is_animated", False):
+                img.seek(0)
+            img.load()
+            return _to_rgb(ImageOps.exif_transpose(img))
 
 
 def resize_longest_side(img: Image.Image, side: int, min_side: int = 1) -> Image.Image:

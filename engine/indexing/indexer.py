@@ -26,7 +26,7 @@ from PIL import Image
 from engine.store.catalog import CatalogStore, NewImage, content_hash
 from engine.errors import ImageLoadError, LookalikeError
 from engine.imaging.images import is_image_path, load_image
-from engine.imaging.metadata import read_header
+from engine.imaging.metadata import PhotoHeader, read_header
 from engine.indexing.pixel_budget import PixelBudget
 from engine.indexing.changes import FileChange, classify_file, vanished
 from engine.descriptors.methods import Method
@@ -149,28 +149,31 @@ class _Decoded:
     descriptor: np.ndarray | None = None  # set when the worker that decoded it described it too
 
 
-def _header_pixels(path: str) -> int:
-    """Width x height from the file's header (0 when unreadable: the decode then says why)."""
+def _header_or_none(path: str) -> PhotoHeader | None:
+    """The file's header, or None when it cannot be read (the decode then says why)."""
     try:
-        header = read_header(path)
+        return read_header(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return 0
-    return header.width * header.height
+        return None
 
 
-def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3) -> _Decoded:
+def _decode(found: FoundFile, folder_id: int, side: int, attempts: int = 3,
+            header: PhotoHeader | None = None) -> _Decoded:
     """Decode one file; a file rewritten while it is read is read again (up to ``attempts``).
 
     Pixels, hash and metadata are kept only when the file's (size, mtime) after reading
     them equals the one before, so a descriptor never describes other bytes than the
     stored hash and stat (which would make the next scan skip the new content).
+    ``header``: the file's header when the caller already read it (it is then not read again;
+    the stat check below covers it like the pixels).
     """
     item = _Decoded(found, folder_id)
     current = found
     try:
         for _ in range(attempts):
             img = load_image(current.path, side)  # first: refuses bombs, readable reasons
-            header = read_header(current.path)  # after load_image accepted it: never a bomb
+            if header is None or current is not found:
+                header = read_header(current.path)  # after load_image accepted it: never a bomb
             w, h, taken = header.width, header.height, header.taken
             digest = content_hash(current.path)
             st = os.stat(current.path)
@@ -421,8 +424,9 @@ class Indexer:
     def _decode_job(self, found: FoundFile, folder_id: int, side: int) -> _Decoded:
         """A worker's job: decode one photo, and describe it too when the plan says so. The
         photo's pixels are held in :attr:`pixel_budget` while it is decoded (and described)."""
-        with self.pixel_budget.hold(_header_pixels(found.path)):
-            item = _decode(found, folder_id, side)
+        header = _header_or_none(found.path)
+        with self.pixel_budget.hold(header.width * header.height if header else 0):
+            item = _decode(found, folder_id, side, header=header)
             if self.describe_in_workers and item.image is not None:
                 ok, desc, _failed = describe_decoded(self.method, self.extractor, [item])
                 if ok:

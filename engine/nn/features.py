@@ -40,13 +40,17 @@ CPU_FORWARD_BATCH = 1
 ACCELERATOR_FORWARD_BATCH = 8
 
 
+def _runtime_words(onnx: bool, device: torch.device) -> str:
+    if onnx:
+        return f"ONNX Runtime {onnxruntime_version()} on the CPU"
+    return f"PyTorch {torch.__version__.split('+')[0]} on {device.type.upper()}"
+
+
 def planned_runtime(device: str = "auto") -> str:
     """What will run the network for ``device`` (as :meth:`FeatureExtractor.runtime_description`
     says once running), without loading a model."""
     chosen = select_device(device)
-    if chosen.type == "cpu" and cpu_runtime_wanted():
-        return f"ONNX Runtime {onnxruntime_version()} on the CPU"
-    return f"PyTorch {torch.__version__.split('+')[0]} on {chosen.type.upper()}"
+    return _runtime_words(chosen.type == "cpu" and cpu_runtime_wanted(), chosen)
 
 
 class FeatureExtractor:
@@ -87,11 +91,9 @@ class FeatureExtractor:
 
     def runtime_description(self) -> str:
         """What runs the network, as the app and ``methods`` show it."""
-        if self.device.type == "cpu" and self.use_onnx and any(self._onnx_trunks.values()):
-            return f"ONNX Runtime {onnxruntime_version()} on the CPU"
-        if self.device.type == "cpu" and self.use_onnx and not self._onnx_trunks:
-            return f"ONNX Runtime {onnxruntime_version()} on the CPU (exported at the first photo)"
-        return f"PyTorch {torch.__version__.split('+')[0]} on {self.device.type.upper()}"
+        if self.concurrent and not self._onnx_trunks:
+            return _runtime_words(True, self.device) + " (exported at the first photo)"
+        return _runtime_words(self.concurrent and any(self._onnx_trunks.values()), self.device)
 
     def _onnx_trunk(self, taps: tuple[str, ...]) -> OnnxTrunk | None:
         """The exported trunk for ``taps``, or None (PyTorch) when export or its check fails."""
