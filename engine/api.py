@@ -145,6 +145,9 @@ def method_capabilities(name: str) -> set[str] | None:
 class Collection:
     """A photo collection: its folders and catalog, and the methods indexed in it."""
 
+    # False: indexed and changed here. An archive (:func:`open_archive`) is True: searched only.
+    read_only = False
+
     def __init__(self, catalog: CatalogStore, device: str = "auto", weights: str | None = None):
         self.catalog = catalog
         self.device = device
@@ -282,12 +285,16 @@ class Collection:
 
     def search(self, query: str | os.PathLike | Image.Image, method: str | None = None, top: int = 20,
                exclude_query: bool = False, box=None, box_mode: str = "image",
-               rerank: str | None = None) -> list[SearchResult]:
+               rerank: str | None = None,
+               preview: Callable[[list[SearchResult]], None] | None = None) -> list[SearchResult]:
         """Most similar indexed photos to ``query``, best first.
 
         A query that is itself indexed uses its stored descriptor (unless a box is given).
         ``rerank``: a name of :data:`engine.search.rerank.RERANKERS` (None: ``DEFAULT_RERANK``, what a
-        new collection uses).
+        new collection uses). ``preview``, when given and there is a re-ranking, is called with
+        the ranking before it (the global descriptor's, a matrix product away) while the
+        re-ranking runs: spatial verification takes seconds a query, the window shows the
+        preview meanwhile.
         """
         from engine.search.rerank import DEFAULT_RERANK
 
@@ -300,6 +307,8 @@ class Collection:
         else:
             q = self.describe_query(query, idx.method.name, box, box_mode)
         exclude = {qpath} if (exclude_query and qpath) else set()
+        if preview is not None and rerank != "none":
+            preview(self._with_details(idx.search(q, top=top, exclude=exclude, rerank="none")))
         return self._with_details(idx.search(q, top=top, exclude=exclude, rerank=rerank,
                                              photo=qpath or query, box=box))
 

@@ -20,6 +20,7 @@ class ActionSlots:
     open_query: Callable[[], None]
     paste_query: Callable[[], None]
     add_folder: Callable[[], None]
+    open_archive: Callable[[], None]
     adapt: Callable[[], None]
     watch_folders: Callable[[bool], None]  # toggled
     preferences: Callable[[], None]
@@ -37,6 +38,7 @@ class WindowActions:
 
     adapt: QAction
     watch_folders: QAction
+    add_folder: QAction  # off for an archive (read-only), as are adapt and watch_folders
 
 
 def _action(window: QMainWindow, text: str, slot, shortcut=None, tooltip: str = "") -> QAction:
@@ -56,7 +58,11 @@ def build_actions(window: QMainWindow, slots: ActionSlots, watching: bool) -> Wi
     file_menu = window.menuBar().addMenu("&File")
     file_menu.addAction(_action(window, "&Open query…", slots.open_query, QKeySequence.StandardKey.Open))
     file_menu.addAction(_action(window, "&Paste query", slots.paste_query, QKeySequence.StandardKey.Paste))
-    file_menu.addAction(_action(window, "Add photo &folder…", slots.add_folder))
+    add_folder = _action(window, "Add photo &folder…", slots.add_folder)
+    file_menu.addAction(add_folder)
+    file_menu.addAction(_action(window, "Open a&rchive…", slots.open_archive, "Ctrl+Shift+O",
+                                "Search an archive described on other machines by 'lookalike archive index' "
+                                "(read-only)"))
     file_menu.addSeparator()
     adapt = _action(window, "&Adapt to my photos…", lambda: slots.adapt(),
                     tooltip="Self-supervised training of the current method's head on this collection "
@@ -79,7 +85,7 @@ def build_actions(window: QMainWindow, slots: ActionSlots, watching: bool) -> Wi
     help_menu.addAction(_action(window, "About Lookalike", slots.about))
     for keys, slot in ((QKeySequence.StandardKey.Find, slots.find), (QKeySequence(Qt.Key.Key_Escape), slots.escape)):
         QShortcut(keys, window).activated.connect(slot)
-    return WindowActions(adapt=adapt, watch_folders=watch)
+    return WindowActions(adapt=adapt, watch_folders=watch, add_folder=add_folder)
 
 
 def build_toolbar(window: QMainWindow, open_query: Callable[[], None], method_picker: QWidget,

@@ -25,13 +25,17 @@ where the photos share details, the matched points between them.</li>
 <h3>Keys</h3>
 <table>
 <tr><td>Ctrl+O / Ctrl+V</td><td>open / paste a query</td></tr>
+<tr><td>Ctrl+Shift+O</td><td>open an archive (read-only; File menu)</td></tr>
 <tr><td>Ctrl+F</td><td>filter the results by path (Esc clears it)</td></tr>
 <tr><td>+ / −</td><td>bigger / smaller thumbnails</td></tr>
 <tr><td>double-click</td><td>view a result large (arrows: previous / next)</td></tr>
 <tr><td>S (Browse)</td><td>find photos similar to the selected one</td></tr>
 <tr><td>Alt+Left / Alt+Right (Browse)</td><td>back / forward</td></tr>
 </table>
-<p>Drag a box on a photo in the viewer to search for that part of it.</p>"""
+<p>Drag a box on a photo in the viewer to search for that part of it.</p>
+<p><b>Archives</b> described on other machines (<code>lookalike archive index</code>) open with
+File &gt; Open archive…: they are searched and explained here but never changed; a photo this
+computer cannot reach keeps its place in the results with a "not reachable" tile.</p>"""
 
 
 def about_text(version: str) -> str:

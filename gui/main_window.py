@@ -68,7 +68,8 @@ class MainWindow(QMainWindow):
         self._assemble()
         self.menu_actions = build_actions(self, ActionSlots(
             open_query=self.query_input.open_dialog, paste_query=self.query_input.paste,
-            add_folder=self.collection_panel.choose_folder, adapt=self.adapt.start,
+            add_folder=self.collection_panel.choose_folder, open_archive=self.session.open_archive_dialog,
+            adapt=self.adapt.start,
             watch_folders=self._on_watch_toggled, preferences=self.show_preferences,
             bigger_thumbnails=lambda: self.search.results.change_thumb_size(+1),
             smaller_thumbnails=lambda: self.search.results.change_thumb_size(-1),
@@ -143,13 +144,15 @@ class MainWindow(QMainWindow):
         self.browse_view.viewer.set_activation_crop(caps is None or "activation_crop" in caps)
         trainable = caps is None or "train" in caps
         adapt = self.menu_actions.adapt
-        adapt.setEnabled(col is not None and trainable)
+        adapt.setEnabled(col is not None and trainable and not col.read_only)
         adapt.setToolTip("Train this method's head on your own photos" if trainable else
                          f"{name} has nothing to train: choose an ACTNET or DARAC method")
 
     # -- what one part tells the others ---------------------------------------------------------
     def _on_opened(self, col) -> None:
-        self.folder_watch.set_collection(col)
+        read_only = col is not None and col.read_only  # an archive: searched, never changed here
+        self._set_read_only(read_only)
+        self.folder_watch.set_collection(None if read_only else col)
         self.search.reset()
         self.collection_panel.refresh()
         self.search.results.load_calibration()
@@ -160,6 +163,16 @@ class MainWindow(QMainWindow):
         self.tasks.start("warm-up", lambda _task: col.warm_up(), lambda _none: None, lambda message:
                          self.banner.show_message(f"The model of this collection could not be loaded: {message}"))
         self.indexing.resume_if_interrupted(col)
+
+    def _set_read_only(self, read_only: bool) -> None:
+        """An archive offers Search only: no indexing, folders, browsing, duplicates or training."""
+        self.tabs.setCurrentIndex(0 if read_only else self.tabs.currentIndex())
+        for tab in (1, 2):
+            self.tabs.setTabEnabled(tab, not read_only)
+            self.tabs.setTabToolTip(tab, "Not available for an archive (opened read-only)" if read_only else "")
+        for act in (self.menu_actions.add_folder, self.menu_actions.watch_folders):
+            act.setEnabled(not read_only)
+        self.methods.method_combo.set_read_only(read_only)
 
     def _on_folders_changed(self) -> None:
         self.collection_panel.refresh()

@@ -175,7 +175,8 @@ def test_a_query_during_indexing_says_it_searched_a_partial_index(qtbot, tmp_pat
     with qtbot.waitSignal(w.index_finished, timeout=WAIT_MS):
         w.indexing.pause(False)
     # The finished index re-runs the query over every photo, and the note goes.
-    qtbot.waitUntil(lambda: w.search.results.model.total() == 12, timeout=WAIT_MS)
+    # (Its preview, the ranking before re-ranking, says it is being refined: wait for the final one.)
+    qtbot.waitUntil(lambda: w.search.results.model.total() == 12 and not w.search.tasks.busy("query"), timeout=WAIT_MS)
     assert not w.search.results.note_label.isVisibleTo(w)
 
 

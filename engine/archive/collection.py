@@ -173,6 +173,11 @@ class ArchiveCollection:
     def has_method_settings(self, method: str) -> bool:
         return method == self.info.method
 
+    def unsearchable_count(self, method: str | None = None) -> int:
+        """0: a damaged shard stops the index build (it is named there), so every photo of a
+        built index is searchable."""
+        return 0
+
     def generation(self, method: str | None = None) -> int:
         """Changes when the index is rebuilt (views cache on it)."""
         manifest = read_index_manifest(self.layout)
@@ -236,9 +241,10 @@ class ArchiveCollection:
 
     def search(self, query: str | os.PathLike | Image.Image, method: str | None = None, top: int = 20,
                exclude_query: bool = False, box=None, box_mode: str = "image",
-               rerank: str | None = None) -> list[SearchResult]:
+               rerank: str | None = None, preview=None) -> list[SearchResult]:
         """Most similar photos of the archive to ``query``, best first (``rerank``: None or
-        ``"none"``; see the module docstring)."""
+        ``"none"``; see the module docstring). ``preview`` is never called: with no re-ranking
+        the first ranking is the final one."""
         if rerank not in (None, "none"):
             raise LookalikeError(f"An archive is searched without re-ranking ('{rerank}' needs every vector in memory "
                                  f"or every photo on this machine); use --rerank none.")

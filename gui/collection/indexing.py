@@ -77,6 +77,10 @@ class IndexingController(QObject):
         col = self.session.collection
         if col is None or self.running():
             return False
+        if col.read_only:
+            self.banner.show_message("An archive is opened read-only: it is indexed only by "
+                                     f"'lookalike archive index --out {col.directory}'.")
+            return False
         if not col.folders():
             self.banner.show_message("This collection has no folders yet: add a photo folder (or drop one on the window).")
             return False
@@ -101,7 +105,7 @@ class IndexingController(QObject):
 
     def resume_if_interrupted(self, col) -> None:
         """A collection opened whose last indexing did not finish: go on with it."""
-        method = self.settings.resume_method(str(col.directory))
+        method = None if col.read_only else self.settings.resume_method(str(col.directory))
         if method and col.folders():
             self.banner.show_message(f"Resuming the interrupted indexing of this collection with {method}.", info=True)
             QTimer.singleShot(0, lambda: self.start(method))

@@ -38,6 +38,9 @@ class MethodPicker(QComboBox):
 
     method_chosen = Signal(str)
 
+    TOOLTIP = "How photos are described: recommended methods first; 'More methods' shows the research variants"
+    READ_ONLY_TOOLTIP = "An archive is searched with the method it was described with"
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.entries = {m["name"]: m for m in list_methods()}
@@ -46,10 +49,14 @@ class MethodPicker(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(14)  # the toolbar must fit a 1024 px window
         self.view().setMinimumWidth(420)  # the open list shows the summaries in full
-        self.setToolTip("How photos are described: recommended methods first; "
-                        "'More methods' shows the research variants")
+        self.setToolTip(self.TOOLTIP)
         self.activated.connect(self._on_activated)
         self._populate()
+
+    def set_read_only(self, read_only: bool) -> None:
+        """Off for an archive: it has one method, the one its workers described with."""
+        self.setEnabled(not read_only)
+        self.setToolTip(self.READ_ONLY_TOOLTIP if read_only else self.TOOLTIP)
 
     def recommended(self) -> list[str]:
         names = sorted(self.entries)

@@ -42,7 +42,7 @@ class CollectionPanel(QWidget):
         forget_col.clicked.connect(session.forget)
         self.folder_list = QListWidget()
         self.folder_list.setToolTip("Photo folders of this collection (drop a folder on the window to add it)")
-        add_folder = QPushButton("Add…")
+        self.add_folder_button = add_folder = QPushButton("Add…")
         add_folder.setToolTip("Add a photo folder to this collection (its photos are indexed)")
         add_folder.clicked.connect(self.choose_folder)
         self.remove_folder_button = QPushButton("Remove")
@@ -54,7 +54,8 @@ class CollectionPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.collection_combo)
         lay.addLayout(_row(new_col, forget_col))
-        lay.addWidget(QLabel("Folders"))
+        self.folders_label = QLabel("Folders")
+        lay.addWidget(self.folders_label)
         lay.addWidget(self.folder_list, 1)
         lay.addLayout(_row(add_folder, self.remove_folder_button))
         lay.addLayout(self._build_facts())
@@ -94,12 +95,14 @@ class CollectionPanel(QWidget):
         """The folders and facts of the open collection, read again."""
         col = self.session.collection
         self.folder_list.clear()
+        self._set_read_only(col is not None and col.read_only)
+        if col is not None and col.read_only:
+            self._refresh_archive(col)
+            return
         if col is None:
             for label in (self.info_images, self.info_method, self.info_last):
                 label.setText("-")
-            self.failed_files = []
-            self.failed_button.setText("none")
-            self.failed_button.setEnabled(False)
+            self._show_failed([])
             return
         try:
             st = col.status()
@@ -118,11 +121,41 @@ class CollectionPanel(QWidget):
                                      else f"{active} (all {plural(done, 'photo')})")
         self.info_last.setText(time.strftime("%Y-%m-%d %H:%M", time.localtime(st["last_indexed"]))
                                if st["last_indexed"] else "never")
-        self.failed_files = [(f["path"], f["reason"]) for f in st["failed"]]
+        self._show_failed([(f["path"], f["reason"]) for f in st["failed"]])
+        self.method_picker.set_current(active)
+
+    def _set_read_only(self, read_only: bool) -> None:
+        """An archive's panel: its recorded sources, no folder or index buttons."""
+        for button in (self.add_folder_button, self.remove_folder_button, self.index_button):
+            button.setVisible(not read_only)
+        self.folders_label.setText("Sources, as the archive recorded them" if read_only else "Folders")
+        self.folder_list.setToolTip("The folders the archive's workers described (read-only)" if read_only else
+                                    "Photo folders of this collection (drop a folder on the window to add it)")
+
+    def _refresh_archive(self, col) -> None:
+        try:
+            st = col.status()
+            failed = col.failures()
+        except (LookalikeError, OSError) as exc:
+            self.session.banner.show_message(readable_error(exc))
+            return
+        self.folder_list.addItems(st["sources"])
+        index = st["index"]
+        searchable = index["photos"] if index else 0
+        planned = st["planned_photos"]
+        self.info_images.setText(f"{searchable} searchable (archive)" if searchable >= planned else
+                                 f"{searchable} searchable of {planned} planned")
+        self.info_method.setText(f"{st['method']} (read-only)")
+        self.info_last.setText(time.strftime("index built %Y-%m-%d %H:%M", time.localtime(index["built"]))
+                               if index else "no index built yet")
+        self._show_failed(failed)
+        self.method_picker.set_current(st["method"])
+
+    def _show_failed(self, failed: list[tuple[str, str]]) -> None:
+        self.failed_files = list(failed)
         n_failed = len(self.failed_files)
         self.failed_button.setText(f"{plural(n_failed, 'file')} – show" if n_failed else "none")
         self.failed_button.setEnabled(bool(self.failed_files))
-        self.method_picker.set_current(active)
 
     def set_indexing(self, on: bool) -> None:
         self._indexing = on

@@ -6,14 +6,19 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QLockFile, QObject, QTimer, Signal
-from PySide6.QtWidgets import QInputDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
-from engine.api import Collection, catalog_exists, data_home, default_catalog_dir
+from engine.api import Collection, catalog_exists, data_home, default_catalog_dir, is_archive, open_archive
 from engine.errors import LookalikeError
 
 from ..banner import MessageBanner
 from ..settings import AppSettings
 from ..workers import readable_error
+
+
+ARCHIVE_NOTE = ("This is an archive, opened read-only: drop a photo on the window to search it. Its photos "
+                "were described on other machines (lookalike archive index); indexing, folders, browsing, "
+                "duplicates and adapting are not available here, and results are not re-ranked.")
 
 
 class CollectionSession(QObject):
@@ -54,10 +59,11 @@ class CollectionSession(QObject):
         if self.busy():
             self.banner.show_message("Wait for indexing to finish (or cancel it) before switching collections.")
             return False
-        if not create and not catalog_exists(directory):
+        archive = is_archive(directory)
+        if not create and not archive and not catalog_exists(directory):
             return self._missing(directory)
         try:
-            col = Collection.open(directory, device=self.device())
+            col = open_archive(directory, self.device()) if archive else Collection.open(directory, device=self.device())
         except (LookalikeError, OSError) as exc:
             self.banner.show_message(f"Cannot open the collection {directory}: {readable_error(exc)}")
             self.known_changed.emit()  # the list shows the one still open again
@@ -70,9 +76,12 @@ class CollectionSession(QObject):
             self.settings.collections = known + [d]
         self.settings.last_collection = d
         self.banner.hide_message()
-        self._take_lock(col)
+        if not col.read_only:  # an archive is never written (it may sit on a read-only share)
+            self._take_lock(col)
         self.opened.emit(col)
-        if not col.folders():
+        if col.read_only:
+            self.banner.show_message(ARCHIVE_NOTE, info=True)
+        elif not col.folders():
             self.banner.show_message("This collection has no photo folders yet: choose Add… under Folders "
                                      "(or drop a folder on the window) and its photos are indexed.", info=True)
         return True
@@ -121,6 +130,21 @@ class CollectionSession(QObject):
             self.open(directory, create=False)
         elif box.clickedButton() is create:
             self.open(directory)
+
+    def open_archive_dialog(self) -> None:
+        """File > Open archive…: a folder written by ``lookalike archive index --out``."""
+        directory = QFileDialog.getExistingDirectory(self.window, "Open an archive (its --out folder)")
+        if directory:
+            self.open_archive_folder(directory)
+
+    def open_archive_folder(self, directory: str) -> bool:
+        """Open ``directory`` as an archive, or say why it is not one (nothing is created)."""
+        if not is_archive(directory):
+            self.banner.show_message(f"{directory} is not a Lookalike archive: an archive is the --out folder "
+                                     "of 'lookalike archive index' (it holds archive.json). To search a folder "
+                                     "of photos, add it to a collection instead (Add… under Folders).")
+            return False
+        return self.open(directory, create=False)
 
     def choose(self, directory: str) -> None:
         """A collection picked from the list (one that went missing is not recreated)."""
@@ -180,4 +204,5 @@ class CollectionSession(QObject):
 
     @staticmethod
     def label(directory: str) -> str:
-        return Path(directory).name or directory
+        name = Path(directory).name or directory
+        return f"{name} (archive)" if is_archive(directory) else name

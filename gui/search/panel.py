@@ -15,6 +15,7 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QSplitter, QTabWidget
 
 from engine.api import crop_box, imagenet_category, load_image
+from engine.errors import LookalikeError
 from engine.services.explain import class_activation_map, explain_match
 from engine.services.formatting import plural
 
@@ -46,22 +47,32 @@ def _display_image(query, box) -> QImage:
     return pil_to_qimage(img)
 
 
-def search_task(col, query, method: str, box, box_mode: str):
+def search_task(col, query, method: str, box, box_mode: str, report=None):
     """In a task: the query's picture, every result (up to ``MAX_RESULTS``), how many photos
-    were searched and with which method."""
+    were searched and with which method. ``report`` gets the same four for the ranking before
+    the re-ranking (a preview shown while the photos are verified)."""
     display = _display_image(query, box)
     # Every indexed photo (photos indexed while this query runs included), up to the cap.
     n = max(1, min(len(col.search_index(method)), MAX_RESULTS))
-    results = col.search(query, method, top=n, box=box, box_mode=box_mode)
-    # Ranked by the collection's re-ranking; similarity, threshold and near-duplicates
-    # read the method's own score (the re-ranker's is relative to the top result).
-    items = [ResultItem(r.path, r.score if r.base_score is None else r.base_score, i + 1, r.date, r.size)
-             for i, r in enumerate(results)]
-    return display, items, len(col.search_index(method)), method
+    # An archive's paths were recorded on other hosts: say which this machine cannot read.
+    reachable = (lambda path: col.unreachable_reason(path) or "") if col.read_only else (lambda path: "")
+
+    def shown(results):
+        # Ranked by the collection's re-ranking; similarity, threshold and near-duplicates
+        # read the method's own score (the re-ranker's is relative to the top result).
+        items = [ResultItem(r.path, r.score if r.base_score is None else r.base_score, i + 1, r.date, r.size,
+                            reachable(r.path)) for i, r in enumerate(results)]
+        return display, items, len(col.search_index(method)), method
+
+    preview = None if report is None else (lambda results: report(shown(results)))
+    return shown(col.search(query, method, top=n, box=box, box_mode=box_mode, preview=preview))
 
 
 def explain_task(col, query, box, result_path: str, score: float | None, query_image: QImage, cal) -> WhyData:
     """In a task: why ``result_path`` matched the query, with both CAMs and the matched points."""
+    unreachable = col.unreachable_reason(result_path) if col.read_only else None
+    if unreachable:  # the match is explained from the photo's own feature maps
+        raise LookalikeError(unreachable)
     if box is not None:  # a region query is explained on its (image-cropped) region
         query = crop_box(query if isinstance(query, Image.Image) else load_image(query), box)
     e = explain_match(col, query, result_path, search_score=score)
@@ -85,6 +96,7 @@ class SearchPanel(QSplitter):
     running indexing found, or None when none runs (a query then says it searched part)."""
 
     query_finished = Signal()  # results (or an error) are shown
+    query_previewed = Signal()  # the ranking before re-ranking is shown (the final one follows)
     explain_finished = Signal()
     parts_learned = Signal()  # an explanation told which parts the active method has
 
@@ -176,27 +188,39 @@ class SearchPanel(QSplitter):
                 if self.indexing_found() is not None else "No photo of this collection is indexed yet: add a "
                 "photo folder (Add… under Folders) and search once it is indexed.")
             return
-        self.tasks.start("query", lambda _task: search_task(col, query, method, box, box_mode),
-                         self._on_query_done, self._on_query_error)
+        self.tasks.start("query", lambda task: search_task(col, query, method, box, box_mode, task.report),
+                         self._on_query_done, self._on_query_error, on_progress=self._on_query_preview)
 
     def rerun_query(self) -> None:
         if self.query is not None:
             self.run_query(self.query, self.query_label, self.query_box, self.query_box_mode)
 
-    def _on_query_done(self, value) -> None:
+    def _on_query_preview(self, value) -> None:
+        """The global ranking, shown while the re-ranking verifies the best matches' details."""
+        self._show_ranking(value, "Refining the order: the best matches are being checked detail by detail, "
+                                  "so a few may still move…", "(refining…)")
+        self.query_previewed.emit()
+
+    def _show_ranking(self, value, note: str = "", caption_note: str = "") -> None:
         display, items, searched, method = value
         self.query_image = display
         self.query_pane.show_photo(display)
-        self.query_pane.set_caption(self.query_label)
+        self.query_pane.set_caption(self.query_label, caption_note)
         qpath = self.query if isinstance(self.query, str) else None
-        self.results.show_results(items, qpath, self._partial_index_note(searched, method))
+        notes = [n for n in (self._partial_index_note(searched, method), note) if n]
+        self.results.show_results(items, qpath, " ".join(notes))
+
+    def _on_query_done(self, value) -> None:
+        self._show_ranking(value)
+        items = value[1]
+        qpath = self.query if isinstance(self.query, str) else None
         self.right_tabs.setCurrentIndex(0)
         self.query_finished.emit()
         target, self.pending_why_rank = self.pending_why_rank, None
         if target is not None:
             self.show_why(target)
             return
-        first = next((it for it in items if it.path != qpath), None)
+        first = next((it for it in items if it.path != qpath and not it.unreachable), None)
         if first is not None:
             self.explain(first.path, first.score)
         else:

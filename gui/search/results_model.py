@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractListModel, QMimeData, QModelIndex, QPersistentModelIndex, QSize, Qt, QUrl
-from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtGui import QColor, QPainter, QPixmap
 
 from ..thumbnails import ThumbnailProvider
 
@@ -33,6 +33,7 @@ class ResultItem:
     rank: int  # 1-based rank in the search
     date: float = 0.0  # EXIF date taken, else file modification time (POSIX seconds)
     size: int = 0  # file size in bytes
+    unreachable: str = ""  # an archive's photo this machine cannot read: why (its tile says so)
 
 
 class ResultsModel(QAbstractListModel):
@@ -53,6 +54,7 @@ class ResultsModel(QAbstractListModel):
         self.text_filter = ""
         self.sort_key = self.SORT_SCORE
         self._placeholder: QPixmap | None = None
+        self._unreachable_tile: QPixmap | None = None
         self.calibration = None  # engine.api.ScoreCalibration, or None: raw scores
         thumbnails.ready.connect(self._on_thumbnail_ready)
 
@@ -117,7 +119,7 @@ class ResultsModel(QAbstractListModel):
 
     def set_thumb_size(self, size: int) -> None:
         self.thumb_size = int(size)
-        self._placeholder = None
+        self._placeholder = self._unreachable_tile = None
         if self._rows:
             self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1),
                                   [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.SizeHintRole])
@@ -153,11 +155,14 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:  # two lines under the thumbnail (see grid_delegate)
             return f"#{it.rank} · {self.score_text(it.score)}\n{os.path.basename(it.path)}"
         if role == Qt.ItemDataRole.DecorationRole:
+            if it.unreachable:  # never asked of the thumbnail decoder: the path is on another host
+                return self._unreachable_pixmap()
             pix = self.thumbnails.request(it.path, self.thumb_size)
             return pix if pix is not None else self._loading_pixmap()
         if role == Qt.ItemDataRole.ToolTipRole:
             sim = f"similarity {self.score_text(it.score)} · " if self.calibration is not None else ""
-            return f"{it.path}\n{sim}score {it.score:.4f} ({self.score_text_method()}) · rank {it.rank}"
+            tip = f"{it.path}\n{sim}score {it.score:.4f} ({self.score_text_method()}) · rank {it.rank}"
+            return f"{tip}\n{it.unreachable}" if it.unreachable else tip
         if role == PathRole:
             return it.path
         if role == ScoreRole:
@@ -194,6 +199,21 @@ class ResultsModel(QAbstractListModel):
             pix.fill(QColor(128, 128, 128, 60))
             self._placeholder = pix
         return self._placeholder
+
+    def _unreachable_pixmap(self) -> QPixmap:
+        """The tile of a photo this machine cannot read: its rank and score stay, the picture
+        says where it is instead (the tooltip has the path and why)."""
+        if self._unreachable_tile is None:
+            s = self.thumb_size
+            pix = QPixmap(QSize(s, s * 3 // 4))
+            pix.fill(QColor(70, 70, 78))
+            p = QPainter(pix)
+            p.setPen(QColor(235, 235, 235))
+            p.drawText(pix.rect().adjusted(6, 6, -6, -6), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       "Not reachable from this machine")
+            p.end()
+            self._unreachable_tile = pix
+        return self._unreachable_tile
 
     def _on_thumbnail_ready(self, path: str) -> None:
         row = self._row_of.get(path)

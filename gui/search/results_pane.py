@@ -200,6 +200,9 @@ class ResultsPane(QWidget):
         self.set_calibration(None)
         if col is None or not col.has_descriptors():
             return
+        if col.read_only:  # an archive is not written: its calibration would have nowhere to go
+            self.status_message.emit("Similarities are shown as the method's raw scores (archive).", 8000)
+            return
         method = col.active_method
         try:
             stored = stored_calibration(col, method)
@@ -244,6 +247,10 @@ class ResultsPane(QWidget):
         indexing, in a task: see engine/services/duplicate_threshold.py)."""
         col = self.collection_getter()
         if col is None:
+            return
+        if col.read_only:  # the calibrated threshold is stored in a catalog; an archive has none
+            self.model.set_near_duplicate_score(NEAR_DUPLICATE_SCORE)
+            self.update_count()
             return
         method = col.active_method
 
