@@ -115,6 +115,7 @@ class MainWindow(QMainWindow):
         self.browse_view.find_similar.connect(self._find_similar)
         self.browse_view.find_similar_region.connect(self._find_similar_region)
         self.duplicates_view.find_similar.connect(self._find_similar)
+        self.duplicates_view.photos_removed.connect(self.collection_panel.refresh)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -150,8 +151,7 @@ class MainWindow(QMainWindow):
 
     # -- what one part tells the others ---------------------------------------------------------
     def _on_opened(self, col) -> None:
-        read_only = col is not None and col.read_only  # an archive: searched, never changed here
-        self._set_read_only(read_only)
+        self._set_read_only(read_only := col is not None and col.read_only)  # an archive: search only
         self.folder_watch.set_collection(None if read_only else col)
         self.search.reset()
         self.collection_panel.refresh()

@@ -151,8 +151,11 @@ def test_apply_suggestion_to_all_asks_once_saying_what_moves_where_and_deletes_n
     assert len(details) == 12 and all(f"→  {dest}" in d and "(keeps " in d for d in details)
     assert all(os.path.exists(p) for g in v.groups for p in g.paths)  # cancelled: nothing moved
     v.confirm = lambda title, text, details: True
+    removed = []
+    v.photos_removed.connect(lambda: removed.append(c.catalog.image_count()))
     moved = v.apply_suggestions()
     assert len(moved) == 12
+    assert removed == [8]  # told once, after the catalog forgot them (the window's panel re-reads its count)
     assert (dest / "scene0_q80.jpg").read_bytes() == b"do not overwrite me"
     assert (dest / "scene0_q80 (1).jpg").read_bytes() == before["scene0_q80.jpg"]
     after = {p.name: p.read_bytes() for p in list(mine.rglob("*.jpg")) + list(dest.iterdir())}

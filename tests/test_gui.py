@@ -393,3 +393,16 @@ def test_adapt_to_my_photos_trains_in_the_background_and_reports_the_held_out_re
         assert w.adapt.start() is False  # a second run is refused while one is going
     text = w.banner.text.text()
     assert "held-out mAP" in text and ("Adapted" in text or "did not help" in text)
+
+
+def test_photos_moved_away_by_the_duplicates_view_update_the_collection_panel_count(qtbot, tmp_path, photo_folder):
+    cat = tmp_path / "cat"
+    col = Collection.open(cat)
+    col.add_folder(photo_folder)
+    assert col.index(method="rmac", overrides=SMALL).indexed == 12
+    col.close()
+    w = make_window(qtbot, cat)
+    assert w.collection_panel.info_images.text() == "12"
+    w.collection.remove_photos([str(photo_folder / "scene0.jpg")])  # what the view's move does, then it says so
+    w.duplicates_view.photos_removed.emit()
+    assert w.collection_panel.info_images.text() == "11"

@@ -46,6 +46,7 @@ REVIEW_KEYS = "Keys: N/P next/previous group · 1-9 keep that photo · X not a d
 
 class DuplicatesView(QWidget):
     find_similar = Signal(str)
+    photos_removed = Signal()  # moved photos left the catalog: the collection's counts changed
 
     def __init__(self, collection_getter, thumbnails, parent: QWidget | None = None):
         super().__init__(parent)
@@ -675,6 +676,7 @@ class DuplicatesView(QWidget):
         col = self.collection_getter()
         if col is not None:
             col.remove_photos(paths)
+            self.photos_removed.emit()
         self.finder = None
         self._finder_key = None
         gone = set(paths)
