@@ -26,17 +26,9 @@ from engine.archive.merge import build_archive_index  # noqa: E402
 from engine.archive.plan import plan_archive  # noqa: E402
 from engine.descriptors.methods import create_method  # noqa: E402
 from engine.nn.features import FeatureExtractor  # noqa: E402
-from test_gui import drop_urls  # noqa: E402
+from test_gui import WAIT_MS, drop_urls, lookalike_home  # noqa: E402, F401
 
-WAIT_MS = 180_000
 SMALL = {"image_side": 128}
-
-
-@pytest.fixture(autouse=True)
-def lookalike_home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("LOOKALIKE_HOME", str(home))
-    return home
 
 
 @pytest.fixture(scope="module")

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_scene_folder
 from engine.api import Collection
-
-SMALL = {"image_side": 160}
-WAIT_MS = 180_000
-
-
-@pytest.fixture(autouse=True)
-def lookalike_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+# The 12 scene photos indexed with rmac (module scope), and a private LOOKALIKE_HOME per test.
+from test_gui import WAIT_MS, indexed_catalog, lookalike_home  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    root = tmp_path_factory.mktemp("preview")
-    photos = write_scene_folder(root / "photos")
-    col = Collection.open(root / "catalog")
-    col.add_folder(photos)
-    assert col.index(method="rmac", overrides=SMALL).indexed == 12
-    col.close()
-    return root / "catalog", photos
-
-
-def test_the_preview_is_the_ranking_without_re_ranking_and_comes_before_the_result(catalog):
-    cat, photos = catalog
+def test_the_preview_is_the_ranking_without_re_ranking_and_comes_before_the_result(indexed_catalog):
+    cat, photos = indexed_catalog
     col = Collection.open(cat, create=False)
     try:
         query = photos / "scene1.jpg"
@@ -47,13 +29,13 @@ def test_the_preview_is_the_ranking_without_re_ranking_and_comes_before_the_resu
         col.close()
 
 
-def test_the_search_tab_shows_the_preview_with_a_note_then_the_final_ranking(qtbot, catalog, tmp_path):
+def test_the_search_tab_shows_the_preview_with_a_note_then_the_final_ranking(qtbot, indexed_catalog, tmp_path):
     pytest.importorskip("pytestqt")
     from PySide6.QtCore import QSettings
 
     from gui.main_window import MainWindow
 
-    cat, photos = catalog
+    cat, photos = indexed_catalog
     w = MainWindow(catalog_dir=str(cat), settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                    confirm=False)
     qtbot.addWidget(w)
