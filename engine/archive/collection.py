@@ -11,6 +11,10 @@ Paths are shown as the workers recorded them; a photo this machine cannot read (
 host's disk) keeps its result and its score, and :meth:`ArchiveCollection.unreachable_reason`
 gives the words for its placeholder.
 
+A RAW and its JPEG/HEIC side-car (same folder, same name) are one result, the RAW, as in
+the desktop search (:class:`engine.search.index.HiddenSidecars`; the index build stores the
+side-car rows).
+
 Queries are searched without re-ranking: every re-ranker either looks at all vectors
 (``aqe``, ``diffusion``: not in RAM at archive scale) or at the photos themselves (``sv``),
 which may be on other hosts.
@@ -18,6 +22,7 @@ which may be on other hosts.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -30,14 +35,16 @@ from PIL import Image
 from engine.api import Collection, get_extractor, matched_keypoints
 from engine.archive.describe import archive_method
 from engine.archive.layout import ArchiveError, ArchiveLayout
-from engine.archive.merge import IndexManifest, read_index_manifest
+from engine.archive.merge import IndexManifest, PathTable, read_index_manifest
 from engine.descriptors.methods import Method
 from engine.errors import LookalikeError
 from engine.indexing.indexer import query_threads, torch_threads
 from engine.search.ann import AnnConfig, VectorIndex
-from engine.search.index import SearchResult
+from engine.search.index import HiddenSidecars, SearchResult
 from engine.store.integrity import DamagedFile, read_state
 from engine.store.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 
 class ReadOnlyArchiveError(LookalikeError):
@@ -63,20 +70,24 @@ class ArchiveSearchIndex:
             self.index = VectorIndex.build(np.asarray(refine, np.float32), config)
         else:
             self.index = VectorIndex.from_coarse(faiss.read_index(str(folder / "coarse.faiss")), refine, config)
-        self._paths = np.memmap(folder / "paths.bin", np.uint8, mode="r") if manifest.photos else np.zeros(0, np.uint8)
-        self._offsets = np.load(folder / "path_offsets.npy", mmap_mode="r")
+        self._paths = PathTable(folder)
         self._sizes = np.load(folder / "sizes.npy", mmap_mode="r")
         self._dates = np.load(folder / "dates.npy", mmap_mode="r")
         rows = np.asarray(manifest.shard_rows, np.int64).reshape(-1, 2)
         self._shards = rows[:, 0]
         self._starts = np.concatenate([[0], np.cumsum(rows[:, 1])])
         self._raw: OrderedDict[int, np.ndarray] = OrderedDict()
+        if (folder / "sidecars.npy").exists():
+            self.sidecars = HiddenSidecars(np.load(folder / "sidecars.npy"))
+        else:  # built before the side-cars were stored: found now, as the desktop does at each open
+            log.info("%s has no sidecars.npy (built by an older Lookalike); finding the RAW side-cars", folder)
+            self.sidecars = HiddenSidecars.of(self._paths)
 
     def __len__(self) -> int:
         return self.manifest.photos
 
     def path(self, row: int) -> str:
-        return os.fsdecode(bytes(self._paths[self._offsets[row]:self._offsets[row + 1]]))
+        return self._paths[row]
 
     def raw(self, rows: np.ndarray) -> np.ndarray:
         """Raw descriptors of index rows, read from their shards (memory-mapped)."""
@@ -98,12 +109,14 @@ class ArchiveSearchIndex:
     def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None) -> list[SearchResult]:
         """Best ``top`` photos for a raw query descriptor: the coarse shortlist, re-scored by
         the method where its similarity is not an inner product (as
-        :meth:`engine.search.index.SearchIndex.search` without re-ranking)."""
+        :meth:`engine.search.index.SearchIndex.search` without re-ranking). A RAW's side-cars
+        are left out, as there."""
         exclude = exclude or set()
         rescores = type(self.method).rescore is not Method.rescore
         qv = np.ascontiguousarray(self.method.search_vectors(np.asarray(query_raw, np.float32)[None, :],
                                                              self.fit_state), np.float32)
-        k = min(len(self), max(top + len(exclude), self.SHORTLIST) if rescores else top + len(exclude))
+        hidden = len(exclude) + self.sidecars.shortlist_extra(top)
+        k = min(len(self), max(top + hidden, self.SHORTLIST) if rescores else top + hidden)
         scores, rows = self.index.search(qv, k)
         keep = rows[0] >= 0
         scores, rows = scores[0][keep].astype(np.float64), rows[0][keep]
@@ -112,7 +125,9 @@ class ArchiveSearchIndex:
             order = np.argsort(-np.asarray(exact, np.float64), kind="stable")
             scores, rows = np.asarray(exact, np.float64)[order], rows[order]
         out = []
-        for s, r in zip(scores, rows):
+        for s, r, sidecar in zip(scores, rows, self.sidecars.hidden(rows)):
+            if sidecar:
+                continue
             path = self.path(int(r))
             if path in exclude:
                 continue

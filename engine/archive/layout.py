@@ -1,7 +1,9 @@
 """The archive folder: what is planned, what each shard holds, and how a shard is committed.
 
     ARCHIVE_DIR/
-      archive.json              the plan: method and settings, weights, sources, shard count
+      archive.json              the plan: method and settings, weights, sources, shard count,
+                                the listings that planned the shards
+      listing.json              what the last listing of the sources found gone or changed
       index.lock                held (flock) by the ``archive index`` driver
       prepare.npz               the method's prepared state (only methods that prepare)
       plan/00000.json           shard 0's files: [[path, size, mtime_ns], ...]
@@ -11,6 +13,10 @@
                                 it); written last, so its presence means the shard is finished
       shards/00000.claim.json   the worker describing shard 0 now (host, pid); removed at commit
       index.json, index-*/      the merged search index (:mod:`engine.archive.merge`)
+
+A rerun that lists the sources again appends shards (:func:`engine.archive.plan.grow_plan`):
+their plans first, ``archive.json`` last, so a shard that ``archive.json`` counts always has
+its plan, and a planned shard's files never change.
 
 Every file is written through :func:`engine.store.atomic.atomic_write_bytes`. A shard's
 descriptors are written before its manifest, and the manifest records their size and
@@ -26,7 +32,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -49,13 +55,20 @@ class ArchiveError(LookalikeError):
 
 @dataclass(frozen=True)
 class ArchiveInfo:
-    """``archive.json``: what an archive holds, fixed when its sources are first listed.
+    """``archive.json``: what an archive holds. Method, settings, weights, sources and shard
+    size are fixed when the sources are first listed; each later listing that found new photos
+    appends shards.
 
     ``weights``: the ``--weights`` file as given (every worker must read it at that path), None
     for the built-in weights; ``weights_fingerprint``: what the catalog would record for it.
     ``listing_failed``: folders and files the listing could not read (``{"path", "reason"}``);
     ``ignored``: files without an image extension. ``prepared``: the digest of
-    ``prepare.npz`` for methods that prepare, else None.
+    ``prepare.npz`` for methods that prepare, else None. ``listings``: one
+    ``{"first_shard", "shards", "files", "listed"}`` per listing that planned shards (the first
+    plan, then each growth; within one, every shard is full but the last); empty in an archive
+    planned before archives could grow (one listing: all its shards). ``listed``: when the
+    sources were last listed. ``shards`` and ``files`` are the totals over all listings;
+    ``ignored`` and ``listing_failed`` are the last listing's.
     """
 
     method: str
@@ -70,6 +83,13 @@ class ArchiveInfo:
     listing_failed: list[dict[str, str]] = field(default_factory=list)
     created: float = 0.0
     prepared: str | None = None
+    listings: list[dict[str, Any]] = field(default_factory=list)
+    listed: float = 0.0
+
+    def plan_listings(self) -> list[dict[str, Any]]:
+        """``listings``, or the one listing of an archive planned before they were recorded."""
+        return self.listings or [{"first_shard": 0, "shards": self.shards, "files": self.files,
+                                  "listed": self.created}]
 
     def to_json(self) -> str:
         return json.dumps({"kind": KIND, "format": FORMAT, **asdict(self)}, indent=1)
@@ -86,6 +106,10 @@ class ArchiveInfo:
             raise ArchiveError(f"{where} is archive format {data.get('format')}; this Lookalike reads format {FORMAT}.")
         data.pop("kind")
         data.pop("format")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ArchiveError(f"{where} has fields this Lookalike does not know ({', '.join(sorted(unknown))}): "
+                               f"it was written by a newer version.")
         return cls(**data)
 
 
@@ -130,6 +154,10 @@ class ArchiveLayout:
     @property
     def info_path(self) -> Path:
         return self.dir / INFO_NAME
+
+    @property
+    def listing_path(self) -> Path:
+        return self.dir / "listing.json"
 
     @property
     def prepare_path(self) -> Path:
@@ -225,8 +253,28 @@ class ArchiveLayout:
         return dropped
 
     def planned_count(self, info: ArchiveInfo, shard: int) -> int:
-        """Files planned in ``shard`` (every shard is full but the last)."""
-        return max(0, min(info.shard_size, info.files - shard * info.shard_size))
+        """Files planned in ``shard`` (within one listing's shards, every shard is full but the last)."""
+        for listing in reversed(info.plan_listings()):
+            if shard >= listing["first_shard"]:
+                return max(0, min(info.shard_size, listing["files"] - (shard - listing["first_shard"]) * info.shard_size))
+        return 0
+
+    def remove_unplanned(self, shards: int) -> int:
+        """Remove the plans and shard files numbered ``shards`` and above: what a growth killed
+        before it wrote ``archive.json`` leaves (no worker describes a shard archive.json does
+        not count), so that the next growth's shard of that number starts clean."""
+        removed = 0
+        for sub in ("plan", "shards"):
+            try:
+                names = os.listdir(self.dir / sub)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                number = name.split(".", 1)[0]
+                if number.isdigit() and int(number) >= shards:
+                    (self.dir / sub / name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -12,13 +12,20 @@
    digest): their search vectors are added to the trained coarse stage (PQ codes: ``pq_m`` + 8
    bytes each in RAM) and appended as fp16 to ``refine.npy`` (``2 D`` bytes each, on disk,
    memory-mapped by the search for the exact re-scoring of the shortlist).
+4. The rows of RAW side-cars (a JPEG/HEIC with its RAW's folder and name,
+   :class:`engine.search.index.HiddenSidecars`, the desktop search's rule) are found in the path
+   table and written as ``sidecars.npy``: the search shows the RAW only, as on the desktop.
 
 Archives up to ``exact_threshold`` photos (100k) are searched exactly instead (``kind``
 ``exact``: the fp16 vectors loaded at open), like a desktop collection of that size.
 
 Each build writes a new folder ``index-<time>-<random>/`` and then ``index.json`` naming it (the
 switch is one atomic write); the previous build's folder is removed after the switch, and a
-folder a killed build left behind at the start of the next build.
+folder a killed build left behind at the start of the next build. A build always reads every
+shard: after a rerun of ``archive index`` planned and described new shards
+(:mod:`engine.archive.plan`), the next build is a full rebuild over old and new shards (a new
+training sample, so the fit and the coarse stage reflect the new photos), not an incremental
+add; :func:`index_is_current` tells whether one is needed.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ import numpy as np
 from engine.archive.describe import archive_method
 from engine.archive.layout import ArchiveError, ArchiveLayout
 from engine.search.ann import AnnConfig, VectorIndex, _faiss_threads, auto_nlist
+from engine.search.index import HiddenSidecars
 from engine.store.atomic import atomic_write_bytes, atomic_write_text
 from engine.store.integrity import DamagedFile, npy_bytes, npz_bytes, read_shard
 
@@ -53,6 +61,8 @@ class IndexManifest:
     ``shard_rows``: ``[shard, rows]`` in row order (row ``r`` of the index is in the shard
     whose cumulative count first exceeds ``r``). ``bytes_per_photo``: RAM of the coarse stage
     (``ram``), disk of the fp16 refine copy (``refine``) and of the raw shards (``raw``).
+    ``sidecars``: RAW side-cars the search leaves out (``sidecars.npy``); None in an index built
+    before side-cars were stored (the search then finds them when it opens the index).
     """
 
     folder: str
@@ -67,6 +77,7 @@ class IndexManifest:
     bytes_per_photo: dict[str, float]
     seconds: dict[str, float]
     built: float
+    sidecars: int | None = None
 
 
 def read_index_manifest(layout: ArchiveLayout) -> IndexManifest | None:
@@ -77,6 +88,47 @@ def read_index_manifest(layout: ArchiveLayout) -> IndexManifest | None:
     except (json.JSONDecodeError, TypeError) as exc:
         raise ArchiveError(f"{layout.dir / POINTER} is damaged ({exc}); "
                            f"'lookalike archive build-index {layout.dir}' builds the index again.") from None
+
+
+def index_is_current(layout: ArchiveLayout, shards: int) -> bool:
+    """Whether the built index holds exactly the archive's shards ``0..shards-1`` and no shard
+    was committed after it was built (one listing of ``shards/``): else a build is needed."""
+    manifest = read_index_manifest(layout)
+    if manifest is None or [s for s, _rows in manifest.shard_rows] != list(range(shards)):
+        return False
+    try:
+        with os.scandir(layout.dir / "shards") as entries:
+            newest = max((e.stat().st_mtime for e in entries if e.name.endswith(".json") and e.name[:-5].isdigit()),
+                         default=0.0)
+    except FileNotFoundError:
+        return False
+    return newest <= manifest.built
+
+
+class PathTable:
+    """The index's photo paths, row-aligned (``paths.bin`` + ``path_offsets.npy``), memory-mapped:
+    a read-only sequence of ``str`` (what :func:`engine.imaging.formats.raw_sidecar_pairs` reads)."""
+
+    CHUNK = 65536  # rows decoded per slice when iterating
+
+    def __init__(self, folder: Path):
+        self._offsets = np.load(folder / "path_offsets.npy", mmap_mode="r")
+        self._data = (np.memmap(folder / "paths.bin", np.uint8, mode="r") if self._offsets[-1] > 0
+                      else np.zeros(0, np.uint8))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, row: int) -> str:
+        return os.fsdecode(bytes(self._data[self._offsets[row]:self._offsets[row + 1]]))
+
+    def __iter__(self):
+        for start in range(0, len(self), self.CHUNK):
+            offsets = np.asarray(self._offsets[start:min(len(self), start + self.CHUNK) + 1])
+            blob = bytes(self._data[offsets[0]:offsets[-1]])
+            ends = (offsets - offsets[0]).tolist()
+            for a, b in zip(ends, ends[1:]):
+                yield os.fsdecode(blob[a:b])
 
 
 def _save_npy(path, array: np.ndarray) -> None:
@@ -163,6 +215,8 @@ def build_archive_index(directory, ann: AnnConfig | None = None,
         n = sum(m.rows for m in manifests)
         if n == 0:
             raise ArchiveError(f"No photo of {layout.dir} could be described; see 'lookalike archive status'.")
+        sidecars = HiddenSidecars.of(PathTable(folder))
+        _save_npy(folder / "sidecars.npy", sidecars.rows)
         method = archive_method(layout, info)
         kind = ann.kind if ann.kind != "auto" else ("exact" if n <= ann.exact_threshold else "ivfpq")
         train_size = ann.train_size or max(30_000, 39 * (ann.nlist or auto_nlist(n)))
@@ -185,7 +239,8 @@ def build_archive_index(directory, ann: AnnConfig | None = None,
         _fill(layout, folder, manifests, method, fit_state, coarse, n, vectors.shape[1], ann, emit)
         t3 = time.monotonic()
         manifest = _manifest(folder.name, method.name, n, failed, vectors.shape[1], manifests, kind, ann, coarse,
-                             {"tables": t1 - t0, "sample_and_train": t2 - t1, "add": t3 - t2, "total": t3 - t0})
+                             {"tables": t1 - t0, "sample_and_train": t2 - t1, "add": t3 - t2, "total": t3 - t0},
+                             len(sidecars))
         previous = read_index_manifest(layout)
         atomic_write_text(layout.dir / POINTER, json.dumps(asdict(manifest), indent=1))  # the switch
         if previous is not None and previous.folder != folder.name:
@@ -218,7 +273,7 @@ def _fill(layout: ArchiveLayout, folder, manifests: list[_ShardRows], method, fi
 
 
 def _manifest(folder: str, method: str, n: int, failed: int, dim: int, manifests: list[_ShardRows], kind: str,
-              ann: AnnConfig, coarse, seconds: dict[str, float]) -> IndexManifest:
+              ann: AnnConfig, coarse, seconds: dict[str, float], sidecars: int) -> IndexManifest:
     raw_dim = max((m.dim for m in manifests), default=0)
     if coarse is not None:
         base = faiss.downcast_index(coarse.index)
@@ -230,7 +285,7 @@ def _manifest(folder: str, method: str, n: int, failed: int, dim: int, manifests
     per_photo = {"ram": ram, "refine": 2.0 * dim, "raw": 4.0 * raw_dim, "tables": 24.0}
     return IndexManifest(folder, method, n, failed, dim, raw_dim, kind, ann.to_dict(),
                          [[m.shard, m.rows] for m in manifests], per_photo,
-                         {k: round(v, 3) for k, v in seconds.items()}, time.time())
+                         {k: round(v, 3) for k, v in seconds.items()}, time.time(), sidecars)
 
 
 def _remove_unused_folders(layout: ArchiveLayout) -> None:

@@ -1,24 +1,38 @@
-"""Listing an archive's sources once and splitting the files into shards.
+"""Listing an archive's sources and splitting the files into shards; growing the plan later.
 
 The listing is the desktop indexer's (:func:`engine.indexing.indexer.walk_images`: same
 image extensions, hidden and system folders skipped, symlink loops broken). A file reached
-from two sources (nested folders) is planned once. The plan is written before any shard is
-described and never changes afterwards, so a shard number always means the same files on
-every rerun and every worker; photos added to the sources later belong in a new archive
-(or a new plan: docs/SCALE.md).
+from two sources (nested folders) is planned once. The first plan is written before any
+shard is described.
+
+A plan only grows (:func:`grow_plan`, run by every ``archive index`` on an existing archive
+unless ``--no-relist``): the recorded sources are listed again and the files no shard plans
+yet are appended as new shards numbered after the last one. A planned shard's number and
+files never change, so finished shards are still skipped and every worker still agrees on
+what a shard holds. Files the plan has and the listing does not find now ("gone") or finds
+with another size or modification time after they were described ("changed") are counted,
+listed in ``listing.json`` and otherwise left as they are: a gone photo that was described
+stays in the index with its record (the search shows it as not reachable), one not yet
+described fails when its shard is described ("deleted"); a changed photo keeps the
+descriptor of the version that was described (describing it again would put two rows of one
+path in the shards; a new archive describes the new versions). Files changed before their
+shard was described are described as they are then and not reported.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from engine.archive.layout import ArchiveError, ArchiveInfo, ArchiveLayout
 from engine.descriptors.methods import Method
 from engine.errors import LookalikeError
 from engine.indexing.indexer import FoundFile, walk_images
+from engine.store.atomic import atomic_write_text
 from engine.store.catalog import weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -52,15 +66,27 @@ def list_sources(sources: list[str]) -> tuple[list[FoundFile], int, list[dict[st
     return files, ignored, failed
 
 
+def _absolute(source: str) -> str:
+    return os.path.abspath(os.path.expanduser(source))
+
+
 def checked_sources(sources: list[str]) -> list[str]:
     """Absolute paths of the source folders, or a clear error for one that is not a folder."""
     out = []
     for s in sources:
-        path = os.path.abspath(os.path.expanduser(s))
+        path = _absolute(s)
         if not os.path.isdir(path):
             raise LookalikeError(f"Folder not found: {s}")
         out.append(path)
     return out
+
+
+def _write_shards(layout: ArchiveLayout, first: int, files: list[FoundFile], shard_size: int) -> int:
+    """Plans of the shards ``first, first + 1, ...`` holding ``files`` in order; how many."""
+    shards = (len(files) + shard_size - 1) // shard_size
+    for k in range(shards):
+        layout.write_plan(first + k, files[k * shard_size:(k + 1) * shard_size])
+    return shards
 
 
 def plan_archive(layout: ArchiveLayout, sources: list[str], method: Method | None, weights: str | None,
@@ -86,11 +112,11 @@ def plan_archive(layout: ArchiveLayout, sources: list[str], method: Method | Non
     files, ignored, failed = list_sources(sources)
     if not files:
         raise LookalikeError(f"No photos found in {', '.join(sources)}.")
-    shards = (len(files) + shard_size - 1) // shard_size
-    for shard in range(shards):
-        layout.write_plan(shard, files[shard * shard_size:(shard + 1) * shard_size])
+    shards = _write_shards(layout, 0, files, shard_size)
+    now = time.time()
     info = ArchiveInfo(method.name, config_json(method), weights, weights_fingerprint(weights), sources,
-                       shard_size, shards, len(files), ignored, failed, time.time())
+                       shard_size, shards, len(files), ignored, failed, now,
+                       listings=[{"first_shard": 0, "shards": shards, "files": len(files), "listed": now}], listed=now)
     layout.write_info(info)  # last: the plan exists once archive.json does
     emit(f"listed {len(files)} photos in {time.monotonic() - t0:.1f} s: {shards} shards of up to {shard_size}")
     return info
@@ -101,7 +127,7 @@ def _check_same_plan(layout: ArchiveLayout, info: ArchiveInfo, sources: list[str
     """A rerun continues the recorded plan: asking for other sources, another method or other
     settings is an error (silently mixing two plans would mix two kinds of descriptors)."""
     asked: dict[str, Any] = {}
-    if sources and checked_sources(sources) != info.sources:
+    if sources and [_absolute(s) for s in sources] != info.sources:  # a source gone now: the listing says so
         asked["sources"] = (", ".join(sources), ", ".join(info.sources))
     if method is not None and (method.name != info.method or config_json(method) != info.config):
         asked["method"] = (f"{method.name} {method.config.to_dict()}", f"{info.method} {info.config}")
@@ -113,3 +139,75 @@ def _check_same_plan(layout: ArchiveLayout, info: ArchiveInfo, sources: list[str
         what = "; ".join(f"{k}: asked {a}, recorded {r}" for k, (a, r) in asked.items())
         raise ArchiveError(f"{layout.dir} was planned differently ({what}). A rerun continues the recorded plan: "
                            f"leave these options out, or write a new archive with another --out.")
+
+
+@dataclass
+class Relisting:
+    """What listing an archive's sources again found. ``new``: photos no shard planned, now
+    planned in ``new_shards`` shards from ``first_new_shard``; ``gone``: planned files not
+    found; ``changed``: photos of finished shards whose size or modification time is not the
+    one described; ``unreadable``: folders and files the listing could not read (their photos
+    are among ``gone``); ``listed``: image files found."""
+
+    listed: int
+    new: int
+    new_shards: int
+    first_new_shard: int
+    gone: int
+    changed: int
+    unreadable: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def grow_plan(layout: ArchiveLayout, info: ArchiveInfo,
+              emit: Callable[[str], None] = lambda message: None) -> tuple[ArchiveInfo, Relisting]:
+    """List the archive's sources again and plan the files no shard has yet as new shards
+    after the last one (the module docstring says what happens to gone and changed files).
+    The new plans are written first and ``archive.json`` last, each atomically: a growth
+    killed before the end leaves the recorded plan as it was (its stray plans are removed by
+    the next one). Holds the listing in memory, as the first plan does, and reads every
+    shard's plan once (a finished shard's manifest only when one of its files looks changed)."""
+    t0 = time.monotonic()
+    emit(f"listing the {len(info.sources)} source folder(s) again")
+    files, ignored, failed = list_sources(info.sources)
+    unplanned = {f.path: f for f in files}
+    finished = layout.finished_shards(info.shards)
+    gone: list[str] = []
+    suspects: dict[int, list[FoundFile]] = {}
+    for shard in range(info.shards):
+        try:
+            planned = layout.read_plan(shard)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArchiveError(f"The plan of shard {shard} ({layout.plan_path(shard)}) cannot be read ({exc}); "
+                               f"the archive's plan is damaged.") from None
+        for f in planned:
+            now = unplanned.pop(f.path, None)
+            if now is None:
+                gone.append(f.path)
+            elif now != f and shard in finished:
+                suspects.setdefault(shard, []).append(now)
+    changed: list[str] = []
+    for shard, found in suspects.items():  # the plan's stat is not what was described when the file changed first
+        m = layout.read_manifest(shard)
+        described = {p["path"]: (p["size"], p["mtime_ns"]) for p in m.photos + m.failed}
+        changed.extend(f.path for f in found if described.get(f.path) != (f.size, f.mtime_ns))
+    new = [f for f in files if f.path in unplanned]  # listing order
+    layout.remove_unplanned(info.shards)
+    new_shards = _write_shards(layout, info.shards, new, info.shard_size)
+    now = time.time()
+    report = Relisting(len(files), len(new), new_shards, info.shards, len(gone), len(changed), len(failed),
+                       time.monotonic() - t0)
+    atomic_write_text(layout.listing_path, json.dumps({**report.to_json(), "time": now, "gone": gone,
+                                                       "changed": changed, "unreadable": failed}, indent=1))
+    listings = info.plan_listings() + ([{"first_shard": info.shards, "shards": new_shards, "files": len(new),
+                                         "listed": now}] if new else [])
+    info = dataclasses.replace(info, shards=info.shards + new_shards, files=info.files + len(new), ignored=ignored,
+                               listing_failed=failed, listings=listings, listed=now)
+    layout.write_info(info)  # last: the new shards exist once archive.json counts them
+    emit(f"listed {len(files)} photos again in {report.seconds:.1f} s: {len(new)} new, planned in {new_shards} new "
+         f"shard(s); {len(gone)} planned files not found now, {len(changed)} changed since they were described "
+         f"(both kept as described; {layout.listing_path} lists them)")
+    return info, report

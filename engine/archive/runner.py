@@ -1,4 +1,5 @@
-"""``archive index``: plan the archive, then describe its unfinished shards on Ray.
+"""``archive index``: plan the archive (or list its sources again and grow the plan), then
+describe its unfinished shards on Ray.
 
 Ray does the distribution (no scheduler of our own): Ray Data turns the unfinished shard
 numbers into one block each and ``map_batches`` sends them to a pool of
@@ -17,7 +18,10 @@ change while it was read), which works on paths, not on bytes Ray read earlier.
 
 When a worker process dies (killed, out of memory, its machine lost) Ray restarts the actor
 and runs its shard again; the shard's half-done work is lost, nothing else. When the driver
-dies, a rerun skips every finished shard.
+dies, a rerun skips every finished shard. A rerun first lists the sources again
+(:func:`engine.archive.plan.grow_plan`): photos added since are planned as new shards and
+described with the unfinished ones; ``relist=False`` (``--no-relist``) continues the recorded
+plan without listing (a resumed run of an archive whose listing takes hours).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 from engine.archive.describe import ShardDescriber, archive_method
 from engine.archive.layout import ArchiveInfo, ArchiveLayout
-from engine.archive.plan import plan_archive
+from engine.archive.plan import grow_plan, plan_archive
 from engine.descriptors.methods import DEFAULT_METHOD, create_method
 from engine.errors import LookalikeError
 from engine.indexing.indexer import IndexProgress, _decode, available_cores
@@ -49,7 +53,10 @@ EMBEDDED_OBJECT_STORE_BYTES = 256 * 2**20
 @dataclass
 class ArchiveIndexReport:
     """One ``archive index`` run: ``skipped`` shards were finished before it, ``described``
-    in it; ``photos`` / ``failed`` are this run's. ``startup_s``: Ray started (or joined) and
+    in it; ``photos`` / ``failed`` are this run's. ``planned``: photos this run planned (all of
+    a new archive's; a rerun's new ones, in ``new_shards`` shards); ``relisting``: what listing
+    the sources again found (:class:`engine.archive.plan.Relisting`), None when this run made
+    the first plan or did not list. ``startup_s``: Ray started (or joined) and
     the pipeline set up; ``describe_s``: from then to the last shard back, the workers'
     own start (importing torch, loading the model) included; ``images_per_s``: files handled
     (described or failed) over ``describe_s``."""
@@ -59,6 +66,9 @@ class ArchiveIndexReport:
     workers: int
     shards: int
     skipped: int
+    planned: int = 0
+    new_shards: int = 0
+    relisting: dict[str, Any] | None = None
     described: int = 0
     photos: int = 0
     failed: int = 0
@@ -76,8 +86,9 @@ def index_archive(out: str | os.PathLike, sources: list[str] | None = None, meth
                   shard_size: int | None = None, ray_address: str | None = None, workers: int | None = None,
                   cpus_per_worker: int = 1, gpus_per_worker: float = 0,
                   progress: Callable[[IndexProgress], None] | None = None,
-                  emit: Callable[[str], None] = lambda message: None) -> ArchiveIndexReport:
-    """Plan the archive at ``out`` (or continue its plan) and describe its unfinished shards."""
+                  emit: Callable[[str], None] = lambda message: None, relist: bool = True) -> ArchiveIndexReport:
+    """Plan the archive at ``out`` (or continue its plan, first growing it by the photos its
+    sources hold now unless ``relist`` is False) and describe its unfinished shards."""
     t0 = time.monotonic()
     if cpus_per_worker < 1 or gpus_per_worker < 0 or (workers is not None and workers < 1):
         raise LookalikeError("--cpus-per-worker and --workers must be at least 1, --gpus-per-worker at least 0.")
@@ -88,11 +99,20 @@ def index_archive(out: str | os.PathLike, sources: list[str] | None = None, meth
         if method or overrides or recorded is None:
             asked = create_method(method or (recorded.method if recorded else DEFAULT_METHOD), overrides)
         info = plan_archive(layout, list(sources or []), asked, weights, shard_size, emit)
+        relisting = None
+        if recorded is None:
+            planned, new_shards = info.files, info.shards
+        elif relist:
+            info, relisting = grow_plan(layout, info, emit)
+            planned, new_shards = relisting.new, relisting.new_shards
+        else:
+            planned, new_shards = 0, 0
         info = _prepared(layout, info, gpus_per_worker, emit)
         finished = layout.finished_shards(info.shards)
         layout.drop_stale_claims(finished)
         todo = [s for s in range(info.shards) if s not in finished]
-        report = ArchiveIndexReport(str(layout.dir), ray_address or "embedded", 0, info.shards, len(finished))
+        report = ArchiveIndexReport(str(layout.dir), ray_address or "embedded", 0, info.shards, len(finished),
+                                    planned, new_shards, relisting.to_json() if relisting else None)
         if todo:
             emit(f"{len(finished)} of {info.shards} shards already finished; describing {len(todo)}")
             _describe_on_ray(layout, info, todo, report, ray_address, workers, cpus_per_worker, gpus_per_worker,

@@ -5,11 +5,13 @@
     lookalike archive status ARCHIVE_DIR [--failures]
     lookalike search IMAGE --catalog ARCHIVE_DIR
 
-``archive index`` lists the sources once, splits them into shards and describes the
-unfinished shards on Ray (a local instance without ``--ray-address``), then builds the search
-index (``--no-build-index`` leaves that to ``archive build-index``). Rerun the same command
-after an interruption: finished shards are skipped. See :mod:`engine.archive` and
-docs/SCALE.md.
+``archive index`` lists the sources, splits them into shards and describes the unfinished
+shards on Ray (a local instance without ``--ray-address``), then builds the search index
+(``--no-build-index`` leaves that to ``archive build-index``). Rerun the same command after an
+interruption (finished shards are skipped) or when the sources have new photos: a rerun lists
+the sources again and plans the photos no shard has yet as new shards (``--no-relist``: only
+continue the recorded plan); the index is rebuilt when a shard was added or described, and
+left as it is otherwise. See :mod:`engine.archive` and docs/SCALE.md.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="Ray workers (default: as many as the CPUs / GPUs allow)")
     ix.add_argument("--cpus-per-worker", type=positive_int, default=1, help="CPUs per worker (default 1)")
     ix.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker (default 0: CPU workers)")
+    ix.add_argument("--no-relist", action="store_true",
+                    help="on an existing archive, continue the recorded plan without listing the sources again "
+                         "(new photos are not picked up; for resuming an archive whose listing takes long)")
     ix.add_argument("--no-build-index", action="store_true", help="do not build the search index at the end")
     _add_index_options(ix)
     ix.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -75,7 +80,7 @@ def _say(text: str) -> None:
 
 def run_index(args: argparse.Namespace) -> int:
     from engine.archive.layout import ArchiveLayout
-    from engine.archive.merge import build_archive_index
+    from engine.archive.merge import build_archive_index, index_is_current, read_index_manifest
     from engine.archive.runner import index_archive
     from engine.cli.eval import parse_overrides
     from engine.cli.progress import ProgressBar
@@ -88,13 +93,23 @@ def run_index(args: argparse.Namespace) -> int:
     report = index_archive(args.out, args.sources, method=args.method, overrides=overrides, weights=args.weights,
                            shard_size=args.shard_size, ray_address=args.ray_address, workers=args.workers,
                            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                           progress=ProgressBar(), emit=_say)
+                           progress=ProgressBar(), emit=_say, relist=not args.no_relist)
     out = report.to_json()
     if not args.no_build_index:
-        out["index"] = _index_summary(build_archive_index(args.out, _ann(args), emit=_say))
+        asked_index = (args.kind, args.nlist, args.nprobe) != ("auto", None, None)
+        if report.described or asked_index or not index_is_current(layout, report.shards):
+            out["index"] = _index_summary(build_archive_index(args.out, _ann(args), emit=_say))
+        else:
+            out["index"] = {**_index_summary(read_index_manifest(layout)), "rebuilt": False}
+            _say("the search index already holds every shard; not rebuilt ('lookalike archive build-index' rebuilds it)")
     if args.json:
         print_json(out)
     else:
+        if report.relisting:
+            r = report.relisting
+            print(f"listed again: {r['new']} new photos planned in {r['new_shards']} new shards; {r['gone']} planned "
+                  f"files not found, {r['changed']} changed since described (kept as described), "
+                  f"{r['unreadable']} unreadable")
         print(f"{report.described} shards described ({report.photos} photos, {report.failed} failed) and "
               f"{report.skipped} already finished, of {report.shards}, on {report.ray} with {report.workers} "
               f"workers in {report.seconds:.1f} s ({report.images_per_s:.1f} images/s)")
@@ -105,12 +120,14 @@ def run_index(args: argparse.Namespace) -> int:
 
 def _index_summary(manifest) -> dict:
     return {"kind": manifest.kind, "photos": manifest.photos, "failed": manifest.failed, "dim": manifest.dim,
-            "nlist": manifest.ann.get("nlist"), "bytes_per_photo": manifest.bytes_per_photo, "seconds": manifest.seconds}
+            "nlist": manifest.ann.get("nlist"), "sidecars": manifest.sidecars,
+            "bytes_per_photo": manifest.bytes_per_photo, "seconds": manifest.seconds}
 
 
 def _index_line(s: dict) -> str:
     b = s["bytes_per_photo"]
-    return (f"index: {s['kind']} over {s['photos']} photos ({s['failed']} failed files) in {s['seconds']['total']:.1f} s; "
+    built = "index (already current, not rebuilt)" if s.get("rebuilt") is False else "index"
+    return (f"{built}: {s['kind']} over {s['photos']} photos ({s['failed']} failed files) in {s['seconds']['total']:.1f} s; "
             f"per million photos {b['ram']:.0f} MB of RAM, {b['refine']:.0f} MB of refine vectors "
             f"and {b['raw']:.0f} MB of descriptors on disk")
 
@@ -139,11 +156,18 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"{st['archive']}: {st['method']} {st['config']}")
     print(f"  {st['planned_photos']} photos planned in {st['shards']} shards of up to {st['shard_size']} "
           f"({st['ignored']} non-image files ignored, {st['listing_failed']} unreadable when listed)")
+    if st["last_listing"]:
+        ll = st["last_listing"]
+        print(f"  last listed again: {ll['new']} new photos, {ll['gone']} planned files not found, "
+              f"{ll['changed']} changed since described ({st['archive']}/listing.json lists them)")
     print(f"  {st['finished_shards']} shards finished, {len(st['claimed_shards'])} claimed by a worker "
           f"(in progress, or interrupted)")
     for c in st["claimed_shards"]:
         print(f"    shard {c['shard']:05d} on {c['host']} (pid {c['pid']})")
     print("  " + (_index_line({**st["index"], "nlist": None}) if st["index"] else "no search index yet"))
+    if st["index"] and not st["index"]["current"]:
+        print(f"  the index does not hold every finished shard: 'lookalike archive build-index {st['archive']}' "
+              f"rebuilds it")
     for f in st.get("failures", []):
         print(f"  failed: {f['path']}: {f['reason']}", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -101,12 +102,34 @@ def sidecar_key(path: str | os.PathLike) -> tuple[str, str]:
     return str(p.parent), p.stem.casefold()
 
 
-def raw_sidecar_pairs(paths: list[str]) -> list[tuple[int, int]]:
+def raw_sidecar_pairs(paths: Sequence[str]) -> list[tuple[int, int]]:
     """``(raw index, sidecar index)`` for every non-RAW photo that shares its folder and name
-    with a RAW one (a RAW+JPEG or RAW+HEIC pair from one exposure)."""
-    raws: dict[tuple[str, str], int] = {}
-    for k, p in enumerate(paths):
-        if is_raw_path(p):
-            raws.setdefault(sidecar_key(p), k)
-    return [(raws[sidecar_key(p)], k) for k, p in enumerate(paths)
-            if not is_raw_path(p) and sidecar_key(p) in raws]
+    with a RAW one (a RAW+JPEG or RAW+HEIC pair from one exposure), in side-car order; a name
+    with several RAWs (``IMG_1.CR2`` + ``IMG_1.DNG``) pairs with the first of them.
+
+    The one rule for side-cars: the desktop search and an archive's index build
+    (:class:`engine.search.index.HiddenSidecars`) and the duplicate finder use it. ``paths`` is
+    read in order at most twice, then only at the pairs found, so it may be a table on disk
+    (an archive's ``paths.bin``): the memory is a flag and an 8-byte hash of the key per photo,
+    not a key object per photo, and a collection without RAW files is read once.
+    """
+    n = len(paths)
+    is_raw = np.fromiter((is_raw_path(p) for p in paths), bool, n)
+    if not is_raw.any():
+        return []
+    keys = np.fromiter((hash(sidecar_key(p)) for p in paths), np.int64, n)
+    raw_rows = np.flatnonzero(is_raw)
+    raw_rows = raw_rows[np.argsort(keys[raw_rows], kind="stable")]  # equal keys: the first RAW first
+    raw_keys = keys[raw_rows]
+    others = np.flatnonzero(~is_raw)
+    pos = np.searchsorted(raw_keys, keys[others])
+    hit = raw_keys[np.minimum(pos, len(raw_keys) - 1)] == keys[others]
+    pairs = []
+    for k, j in zip(others[hit].tolist(), pos[hit].tolist()):
+        key = sidecar_key(paths[k])  # the hash matched: compare the keys themselves
+        while j < len(raw_keys) and raw_keys[j] == keys[k]:
+            if sidecar_key(paths[int(raw_rows[j])]) == key:
+                pairs.append((int(raw_rows[j]), k))
+                break
+            j += 1
+    return pairs

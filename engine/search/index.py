@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -34,6 +35,35 @@ class SearchResult:
     base_score: float | None = None
 
 
+class HiddenSidecars:
+    """The rows a search leaves out of its results: every JPEG/HEIC side-car of a RAW in the
+    index (one exposure saved twice by the camera is one result, the RAW;
+    :func:`engine.imaging.formats.raw_sidecar_pairs` is the rule). The desktop
+    :class:`SearchIndex` finds them when it is built; an archive's index build stores them
+    (``sidecars.npy``, :mod:`engine.archive.merge`) and its search reads them from there."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows, np.int64)  # sorted
+
+    @classmethod
+    def of(cls, paths: Sequence[str]) -> "HiddenSidecars":
+        return cls(np.array(sorted(s for _raw, s in raw_sidecar_pairs(paths)), np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shortlist_extra(self, top: int) -> int:
+        """Candidates to fetch beyond ``top`` so that hiding side-cars still fills ``top``."""
+        return min(len(self.rows), top)
+
+    def hidden(self, rows: np.ndarray) -> np.ndarray:
+        """Per candidate row: whether the results leave it out."""
+        rows = np.asarray(rows, np.int64)
+        if not len(self.rows) or not len(rows):
+            return np.zeros(len(rows), bool)
+        return self.rows[np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)] == rows
+
+
 class SearchIndex:
     """The faiss index of one method over one catalog, with the method's fitted state."""
 
@@ -55,7 +85,7 @@ class SearchIndex:
         self.index = build_vector_index(catalog, method.name, self.vectors, ann)
         self._row_of_path = {p: i for i, p in enumerate(self.paths)}
         # A RAW's JPEG/HEIC side-car is the same exposure: results show the RAW only.
-        self._sidecar_rows = frozenset(s for _raw, s in raw_sidecar_pairs(list(self.paths)))
+        self._sidecar_rows = HiddenSidecars.of(self.paths)
         # Rerankers' derived structures (diffusion graph) for this generation; the photos' ids
         # and the previous generation's kNN lists let diffusion update instead of rebuild.
         # Spatial verification keeps the photos' local features next to the catalog.
@@ -119,7 +149,7 @@ class SearchIndex:
         exclude = exclude or set()
         n = len(self.ids)
         qv = self.query_vector(query_raw)
-        hidden = len(exclude) + min(len(self._sidecar_rows), top)
+        hidden = len(exclude) + self._sidecar_rows.shortlist_extra(top)
         k = min(n, max(top + hidden, self.shortlist) if (rerank != "none" or self._rescores()) else top + hidden)
         scores, idx = self.index.search(qv, k)
         scores, idx = scores[0], idx[0]
@@ -137,9 +167,9 @@ class SearchIndex:
             scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache,
                                             context=context)
         out = []
-        for s, i in zip(scores, idx):
+        for s, i, sidecar in zip(scores, idx, self._sidecar_rows.hidden(idx)):
             p = self.paths[i]
-            if p in exclude or i in self._sidecar_rows:
+            if p in exclude or sidecar:
                 continue
             out.append((p, float(s), int(i)))
             if len(out) >= top:
