@@ -99,6 +99,18 @@ def test_16_bit_rgb_becomes_the_same_8_bit_picture(tmp_path, writer):
     assert np.abs(np.asarray(img).astype(int) - np.asarray(src).astype(int)).max() <= 1
 
 
+def test_a_16_bit_greyscale_photo_taller_than_one_strip_is_stretched_to_its_full_range(tmp_path):
+    rng = np.random.default_rng(7)
+    deep = rng.integers(1000, 60000, size=(3100, 1500), dtype=np.uint16)  # 2 strips (2,796 rows each at most)
+    deep[5, 5], deep[3000, 10] = 1000, 60000
+    Image.fromarray(deep).save(tmp_path / "grey16.png")
+    img = load_image(tmp_path / "grey16.png")
+    want = ((deep.astype(np.float64) - 1000) * (255.0 / 59000)).astype(np.uint8)  # the whole-array formula
+    assert img.mode == "RGB" and img.size == (1500, 3100)
+    np.testing.assert_array_equal(np.asarray(img)[..., 0], want)
+    assert np.asarray(img)[5, 5, 0] == 0 and np.asarray(img)[3000, 10, 0] == 255
+
+
 def test_raw_and_heif_extensions_are_photos():
     for name in ("a.DNG", "b.cr3", "c.nef", "d.arw", "e.raf", "f.orf", "g.rw2", "h.cr2", "i.HEIC", "j.avif"):
         assert is_image_path(name), name
