@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.search.local_features import (LocalFeatureConfig, LocalFeatureStore, MatchConfig, VerifyConfig, extract,
-                                   linear_part_stats, match, root_sift, verify)
+from engine.search.local_features import (LocalFeatureConfig, LocalFeatureStore, LocalFeatures, MatchConfig, VerifyConfig,
+                                          extract, linear_part_stats, match, root_sift, verify)
 
 
 def textured(seed: int, size: tuple[int, int] = (640, 480)) -> np.ndarray:
@@ -63,12 +63,13 @@ def _features(img: np.ndarray):
     return extract(Image.fromarray(img))
 
 
+@pytest.mark.parametrize("estimator", ["ransac", "keypoint"])
 @pytest.mark.parametrize("model", ["similarity", "affine", "homography"])
-def test_a_warped_copy_verifies_and_the_fit_recovers_the_warp(model):
+def test_a_warped_copy_verifies_and_the_fit_recovers_the_warp(model, estimator):
     a = textured(1)
     H = WARPS[model]
     b = cv2.warpPerspective(a, H, (640, 480))
-    v = verify(_features(a), _features(b), VerifyConfig(model=model))
+    v = verify(_features(a), _features(b), VerifyConfig(model=model, estimator=estimator))
     assert v.verified and v.sane and v.inliers >= 100 and v.inlier_ratio > 0.5
     # The fitted transform maps a's points where the warp does (within a few pixels).
     pts = np.array([[200, 150], [400, 300], [320, 240]], np.float64)
@@ -87,16 +88,80 @@ def test_an_unrelated_picture_does_not_verify():
     assert not v.verified and v.inliers < 12
 
 
+@pytest.mark.parametrize("estimator", ["ransac", "keypoint"])
 @pytest.mark.parametrize("model", ["similarity", "affine", "homography"])
-def test_a_different_picture_with_the_same_repeated_tile_does_not_verify(model):
+def test_a_different_picture_with_the_same_repeated_tile_does_not_verify(model, estimator):
     a, b = repeated_pair()
     fa, fb = _features(a), _features(b)
-    v = verify(fa, fb, VerifyConfig(model=model))
+    v = verify(fa, fb, VerifyConfig(model=model, estimator=estimator))
     assert not v.verified and v.inliers < 12
     # The tile does match: without the ratio test and mutual check many more tentative matches
     # survive (this is what fools a naive check); the one-to-one ratio matching removes them.
     loose = match(fa, fb, MatchConfig(ratio=0.99, mutual=False))
     assert len(loose) > 3 * len(match(fa, fb))
+
+
+def _synthetic_pair(n_true: int, n_wrong: int, seed: int = 0):
+    """Features of two 1024 x 768 "photos" and ``n_true + n_wrong`` matches (row i of a with
+    row i of b): the true ones follow b = 1.5 R(25 deg) a + t with keypoint sizes and angles
+    that agree (as SIFT's do on a real warp), the wrong ones are random points, sizes, angles."""
+    rng = np.random.default_rng(seed)
+    n = n_true + n_wrong
+    xa = rng.uniform([100, 100], [500, 400], (n, 2))
+    phi, s = np.deg2rad(25.0), 1.5
+    L = s * np.array([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
+    xb = xa @ L.T + [200.0, 50.0] + rng.normal(0, 1.0, (n, 2))
+    xb[n_true:] = rng.uniform([0, 0], [1024, 768], (n_wrong, 2))
+    size_a = rng.uniform(2, 20, n)
+    size_b = size_a * s * rng.uniform(0.9, 1.1, n)
+    ang_a = rng.uniform(0, 360, n)
+    ang_b = (ang_a - np.rad2deg(phi) + rng.normal(0, 3, n)) % 360  # OpenCV angles: y points down
+    size_b[n_true:] = rng.uniform(2, 30, n_wrong)
+    ang_b[n_true:] = rng.uniform(0, 360, n_wrong)
+    d = rng.normal(size=(n, 128)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    fa = LocalFeatures(xa.astype(np.float32), size_a.astype(np.float32), ang_a.astype(np.float32), d, (1024, 768))
+    fb = LocalFeatures(xb.astype(np.float32), size_b.astype(np.float32), ang_b.astype(np.float32), d, (1024, 768))
+    return fa, fb, np.stack([np.arange(n), np.arange(n)], 1), L
+
+
+def test_the_keypoint_estimator_finds_a_few_true_matches_among_many_wrong_ones():
+    # 15 true matches among 400 (4 %): a random 3-point sample is all-true once in ~20,000
+    # draws, so RANSAC's 2000 iterations rarely find them; one hypothesis per match does.
+    fa, fb, m, L = _synthetic_pair(15, 385)
+    v = verify(fa, fb, VerifyConfig(model="affine", estimator="keypoint", min_inliers=10), matches=m)
+    assert v.verified and 15 <= v.inliers <= 20  # the true ones (and a wrong one falling close by chance)
+    np.testing.assert_allclose(v.matrix[:2, :2], L, atol=0.05)
+    assert v.scale == pytest.approx(1.5, abs=0.05) and v.anisotropy < 1.1
+    again = verify(fa, fb, VerifyConfig(model="affine", estimator="keypoint", min_inliers=10), matches=m)
+    assert again.inliers == v.inliers and np.array_equal(again.matrix, v.matrix)  # deterministic
+
+
+def test_the_keypoint_estimator_ignores_keypoints_that_disagree_with_the_points():
+    # Random matches whose keypoints happen to give a hypothesis: few points agree with it.
+    fa, fb, m, _ = _synthetic_pair(0, 400, seed=1)
+    v = verify(fa, fb, VerifyConfig(model="affine", estimator="keypoint", threshold=16.0), matches=m)
+    assert not v.verified and v.inliers < 8
+
+
+def test_a_point_found_twice_by_sift_counts_once_in_the_keypoint_estimator():
+    # SIFT gives a point two keypoints when it has two orientations; the same pair of places
+    # matched twice is one inlier, not two (RANSAC's count is left as it was).
+    fa, fb, m, _ = _synthetic_pair(15, 100, seed=2)
+    once = verify(fa, fb, VerifyConfig(model="affine", estimator="keypoint", min_inliers=10), matches=m)
+    twice = np.r_[m, m[:15]]  # every true match listed twice
+    v = verify(fa, fb, VerifyConfig(model="affine", estimator="keypoint", min_inliers=10), matches=twice)
+    assert v.inliers == once.inliers >= 15 and v.matches == len(m)
+    assert verify(fa, fb, VerifyConfig(model="affine", min_inliers=10, max_iters=20000),
+                  matches=twice).inliers >= 30
+
+
+def test_an_unknown_estimator_is_refused():
+    fa, fb, m, _ = _synthetic_pair(20, 20)
+    with pytest.raises(ValueError, match="estimator"):
+        verify(fa, fb, VerifyConfig(estimator="lmeds"), matches=m)
+    with pytest.raises(ValueError, match="model"):
+        verify(fa, fb, VerifyConfig(model="projective", estimator="keypoint"), matches=m)
 
 
 def test_matches_are_one_to_one_and_pass_the_ratio_test_both_ways():

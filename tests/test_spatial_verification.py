@@ -4,14 +4,18 @@ same repeated tile and unrelated pictures do not, the bonus is bounded, and the 
 ``sv+aqe`` uses verified results only."""
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from engine.errors import LookalikeError
+from engine.search.local_features import extract, verify
 from engine.search.rerank import RERANKERS, AqeParams, RerankContext, alpha_query_expansion
-from engine.search.spatial_verification import SpatialParams, VerifiedExpansionParams, spatial_rerank, verified_expansion
+from engine.search.spatial_verification import (SpatialParams, VerifiedExpansionParams, evidence, spatial_rerank,
+                                                verified_expansion)
 from test_local_features import WARPS, repeated_pair, textured
 
 
@@ -63,6 +67,20 @@ def test_the_warped_copy_moves_to_the_top_the_repeated_tile_does_not(photos, tmp
     assert new_s[0] == pytest.approx(0.70 / 0.80 + SpatialParams().weight, abs=1e-5)
     np.testing.assert_allclose(new_s[1:], np.array([0.80, 0.78, 0.60]) / 0.80, atol=1e-5)  # others: as they were
     assert any((tmp_path / "lf").rglob("*.npz"))  # database features cached on disk
+
+
+@pytest.mark.parametrize("estimator", ["ransac", "keypoint"])
+def test_the_check_of_sv_passes_a_warped_copy_and_not_the_same_tile_elsewhere(estimator):
+    # sv's looser check (ratio 0.95, 16 px, affine): a warped copy gets full evidence, a
+    # different picture made of the same repeated tile stays below the inlier floor (no bonus).
+    params = SpatialParams()
+    check = dataclasses.replace(params.check, estimator=estimator)
+    a, b = repeated_pair()
+    fa, fb = extract(Image.fromarray(a)), extract(Image.fromarray(b))
+    tile = verify(fa, fb, check)
+    assert tile.inliers < params.floor and evidence(tile, params) == 0.0
+    copy = verify(fa, extract(Image.fromarray(cv2.warpAffine(a, WARPS["affine"][:2], (640, 480)))), check)
+    assert copy.sane and evidence(copy, params) == 1.0
 
 
 def test_the_bonus_is_bounded_and_only_the_top_k_is_verified(photos, tmp_path):
