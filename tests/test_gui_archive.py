@@ -78,6 +78,14 @@ def test_an_archive_opens_read_only_offering_search_only(qtbot, archive, tmp_pat
     panel = w.collection_panel
     assert panel.index_button.isHidden() and panel.add_folder_button.isHidden() and panel.remove_folder_button.isHidden()
     assert [panel.folder_list.item(i).text() for i in range(panel.folder_list.count())] == [str(photos)]
+    moved = photos.with_name("photos-elsewhere")
+    os.replace(photos, moved)
+    try:
+        panel.refresh()  # a source folder this machine cannot see is marked, not hidden
+        assert panel.folder_list.item(0).text() == f"{photos}  (not reachable here)"
+    finally:
+        os.replace(moved, photos)
+    panel.refresh()
     assert panel.info_images.text() == "12 searchable (archive)"
     assert panel.info_method.text() == "rmac (read-only)" and panel.info_last.text().startswith("index built ")
     assert "read-only" in w.banner.text.text() and w.banner.isVisible()

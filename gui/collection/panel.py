@@ -1,6 +1,7 @@
 """The Collection dock: the collection list, its folders, what is indexed, the failed files."""
 from __future__ import annotations
 
+import os
 import time
 
 from PySide6.QtCore import Qt
@@ -139,7 +140,8 @@ class CollectionPanel(QWidget):
         except (LookalikeError, OSError) as exc:
             self.session.banner.show_message(readable_error(exc))
             return
-        self.folder_list.addItems(st["sources"])
+        # Sources recorded on the workers' hosts: say which this machine cannot see.
+        self.folder_list.addItems([s if os.path.isdir(s) else f"{s}  (not reachable here)" for s in st["sources"]])
         index = st["index"]
         searchable = index["photos"] if index else 0
         planned = st["planned_photos"]
