@@ -111,6 +111,23 @@ def test_a_16_bit_greyscale_photo_taller_than_one_strip_is_stretched_to_its_full
     assert np.asarray(img)[5, 5, 0] == 0 and np.asarray(img)[3000, 10, 0] == 255
 
 
+def test_decoding_leaves_the_process_wide_warning_filters_alone(tmp_path, monkeypatch):
+    """Indexing threads read headers while others decode: a decode that turned Pillow's
+    DecompressionBombWarning into an error for its own call (warnings.catch_warnings) did so for
+    every thread, and a 225 MP header read beside it raised and stopped the index run."""
+    import warnings
+
+    import engine.imaging.images as images
+
+    make_photo(4, (64, 48)).save(tmp_path / "p.jpg")
+    seen = []
+    real_open = images.Image.open
+    monkeypatch.setattr(images.Image, "open", lambda *a, **k: (seen.append(list(warnings.filters)), real_open(*a, **k))[1])
+    before = list(warnings.filters)
+    load_image(tmp_path / "p.jpg")
+    assert seen == [before] and list(warnings.filters) == before
+
+
 def test_raw_and_heif_extensions_are_photos():
     for name in ("a.DNG", "b.cr3", "c.nef", "d.arw", "e.raf", "f.orf", "g.rw2", "h.cr2", "i.HEIC", "j.avif"):
         assert is_image_path(name), name

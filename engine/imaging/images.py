@@ -27,7 +27,10 @@ IMAGE_EXTENSIONS = frozenset({
 # Refuse images above this many pixels (a 30000x30000 header is 900 MP). 200 MP covers
 # every consumer camera and panorama stitcher we know of.
 MAX_PIXELS = 200_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow errors above 2x this; we refuse above 1x ourselves
+# Set once at import, never toggled per call (filters are process-wide, not per thread): the
+# 200-400 MP warning says nothing the size check in _load_with_pillow does not say better.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -105,22 +108,25 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
 
 
 def _load_with_pillow(path: Path, max_side: int | None) -> Image.Image:
-    """Upright 8-bit RGB through Pillow (the errors are :func:`load_image`'s to word)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageLoadError(path, f"image is {w}x{h} pixels, above the {MAX_PIXELS // 1_000_000} MP safety limit")
-            if max_side and img.format == "JPEG":
-                # draft() keeps the longest side >= requested size (scale 1/2, 1/4, 1/8).
-                scale = max(w, h) / max_side
-                if scale >= 2:
-                    img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
-            if getattr(img, "is_animated", False):
-                img.seek(0)
-            img.load()
-            return _to_rgb(ImageOps.exif_transpose(img))
+    """Upright 8-bit RGB through Pillow (the errors are :func:`load_image`'s to word).
+
+    The size limit is checked here, on the header, not by turning Pillow's
+    DecompressionBombWarning into an error inside ``warnings.catch_warnings()``: that changes
+    the process-wide warning filters, so another indexing thread reading a large photo's
+    header at that moment got the warning as an exception (the indexer then crashed)."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ImageLoadError(path, f"image is {w}x{h} pixels, above the {MAX_PIXELS // 1_000_000} MP safety limit")
+        if max_side and img.format == "JPEG":
+            # draft() keeps the longest side >= requested size (scale 1/2, 1/4, 1/8).
+            scale = max(w, h) / max_side
+            if scale >= 2:
+                img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img))
 
 
 def resize_longest_side(img: Image.Image, side: int, min_side: int = 1) -> Image.Image:
