@@ -292,9 +292,8 @@ class Collection:
         A query that is itself indexed uses its stored descriptor (unless a box is given).
         ``rerank``: a name of :data:`engine.search.rerank.RERANKERS` (None: ``DEFAULT_RERANK``, what a
         new collection uses). ``preview``, when given and there is a re-ranking, is called with
-        the ranking before it (the global descriptor's, a matrix product away) while the
-        re-ranking runs: spatial verification takes seconds a query, the window shows the
-        preview meanwhile.
+        the ranking before it (the global descriptor's first stage) while the re-ranking runs:
+        spatial verification takes seconds a query, the window shows the preview meanwhile.
         """
         from engine.search.rerank import DEFAULT_RERANK
 
@@ -307,10 +306,9 @@ class Collection:
         else:
             q = self.describe_query(query, idx.method.name, box, box_mode)
         exclude = {qpath} if (exclude_query and qpath) else set()
-        if preview is not None and rerank != "none":
-            preview(self._with_details(idx.search(q, top=top, exclude=exclude, rerank="none")))
+        first = None if preview is None else (lambda results: preview(self._with_details(results)))
         return self._with_details(idx.search(q, top=top, exclude=exclude, rerank=rerank,
-                                             photo=qpath or query, box=box))
+                                             photo=qpath or query, box=box, preview=first))
 
     def _with_details(self, results: list[SearchResult]) -> list[SearchResult]:
         """The results with their date and file size from the catalog (for sorting and the

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -140,10 +140,12 @@ class SearchIndex:
         return self.vectors[rows] @ qv[0]
 
     def search(self, query_raw: np.ndarray, top: int = 20, exclude: set[str] | None = None,
-               rerank: str = "none", photo=None, box=None) -> list[SearchResult]:
+               rerank: str = "none", photo=None, box=None,
+               preview: Callable[[list[SearchResult]], None] | None = None) -> list[SearchResult]:
         """Best ``top`` results for a raw query descriptor, best first. ``photo`` (the query's
         path or PIL image) and ``box`` (its region, if any) are for rerankers that look at the
-        photos (``sv``)."""
+        photos (``sv``). ``preview``, with a re-ranking, gets the first stage's best ``top``
+        before the re-ranking runs (the same shortlist: nothing is searched twice)."""
         if rerank not in RERANKERS:
             raise LookalikeError(f"Unknown re-ranking '{rerank}'; choose one of {', '.join(RERANKERS)}.")
         exclude = exclude or set()
@@ -161,11 +163,19 @@ class SearchIndex:
             scores, idx = exact[order], idx[order]
         base = dict(zip(idx.tolist(), scores.tolist()))  # first-stage scores, before re-ranking
         if rerank != "none":
+            if preview is not None:
+                preview(self._results(scores, idx, top, exclude, base, query_raw, qv))
             is_path = isinstance(photo, (str, os.PathLike))
             context = RerankContext(self.paths, os.fspath(photo) if is_path else None,
                                     None if is_path else photo, box)
             scores, idx = RERANKERS[rerank](qv[0], self.vectors, scores, idx, cache=self.rerank_cache,
                                             context=context)
+        return self._results(scores, idx, top, exclude, base, query_raw, qv)
+
+    def _results(self, scores: np.ndarray, idx: np.ndarray, top: int, exclude: set[str], base: dict[int, float],
+                 query_raw: np.ndarray, qv: np.ndarray) -> list[SearchResult]:
+        """The best ``top`` of a ranking, excluded paths and hidden side-cars left out, each with
+        its first-stage score (``base``, completed for rows the re-ranker brought in)."""
         out = []
         for s, i, sidecar in zip(scores, idx, self._sidecar_rows.hidden(idx)):
             p = self.paths[i]

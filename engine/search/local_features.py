@@ -529,7 +529,8 @@ def verify(a: LocalFeatures, b: LocalFeatures, config: VerifyConfig = VerifyConf
         # pair at the same two places is one piece of evidence, not two (it made a pair of
         # different places reach 10 inliers on paris_dev, 8 when counted once).
         _, first = np.unique(np.round(np.c_[pa, pb], 1), axis=0, return_index=True)
-        m, pa, pb = m[np.sort(first)], pa[np.sort(first)], pb[np.sort(first)]
+        once = np.sort(first)
+        m, pa, pb = m[once], pa[once], pb[once]
         closest = np.argsort(-(a.descriptors[m[:, 0]] * b.descriptors[m[:, 1]]).sum(1), kind="stable")
         M, inl = _fit_keypoint(config.model, pa, pb, a.scale[m[:, 0]], b.scale[m[:, 1]], a.angle[m[:, 0]],
                                b.angle[m[:, 1]], closest, thr, config)

@@ -201,7 +201,8 @@ class SearchPanel(QSplitter):
                                   "so a few may still move…", "(refining…)")
         self.query_previewed.emit()
 
-    def _show_ranking(self, value, note: str = "", caption_note: str = "") -> None:
+    def _show_ranking(self, value, note: str = "", caption_note: str = "") -> str | None:
+        """Show a ranking (a search task's value); returns the query's path (None: an image)."""
         display, items, searched, method = value
         self.query_image = display
         self.query_pane.show_photo(display)
@@ -209,11 +210,10 @@ class SearchPanel(QSplitter):
         qpath = self.query if isinstance(self.query, str) else None
         notes = [n for n in (self._partial_index_note(searched, method), note) if n]
         self.results.show_results(items, qpath, " ".join(notes))
+        return qpath
 
     def _on_query_done(self, value) -> None:
-        self._show_ranking(value)
-        items = value[1]
-        qpath = self.query if isinstance(self.query, str) else None
+        qpath, items = self._show_ranking(value), value[1]
         self.right_tabs.setCurrentIndex(0)
         self.query_finished.emit()
         target, self.pending_why_rank = self.pending_why_rank, None
