@@ -47,6 +47,24 @@ def test_weibull_stream_differs_from_direct_and_is_finite_on_huge_activations():
     assert not torch.allclose(ActnetHead(("a", "b"), "weibull").raw([m]), ActnetHead(("a", "b"), "identity").raw([m]))
 
 
+def test_initial_rate_sets_the_rate_and_a_stored_config_without_it_keeps_the_old_one():
+    from engine.descriptors.methods.actnet import ActnetConfig
+
+    assert float(create_method("actnet-sinh", {"initial_rate": 0.25}).head.acts[0].alpha) == pytest.approx(0.25)
+    # A collection indexed before the setting existed stored no initial_rate: its photos were
+    # described with alpha 1.5, and a config read back from it must describe new ones the same way.
+    stored = {k: v for k, v in create_method("actnet-exp").config.to_dict().items() if k != "initial_rate"}
+    old = ActnetConfig.from_dict(stored)
+    assert old.initial_rate is None and old.to_dict() == stored  # the catalog's config check still passes
+    assert create_method("actnet-exp").config.to_dict()["initial_rate"] == 0.25
+    head = ActnetHead(("a", "b"), "exp", old.initial_rate)
+    assert float(head.acts[0].alpha) == pytest.approx(1.5)
+    m = _maps(2)
+    assert not torch.allclose(ActnetHead(("a", "b"), "exp", 0.25).raw([m]), head.raw([m]))
+    with pytest.raises(ValueError, match="sinh and exp"):
+        ActnetHead(("a",), "weibull", 0.5)
+
+
 def test_whitening_layer_equals_pca_whitening():
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(30, 8)).astype(np.float32)
@@ -118,10 +136,11 @@ def test_trained_state_loads_only_for_matching_method_and_backbone():
     wrong_backbone = {**arrays, "meta": encode_meta({"method": "actnet-sinh", "backbone": "resnet50"})}
     other = create_method("actnet-sinh")
     other.set_stored_state(TRAINED_KIND, wrong_backbone)
-    assert float(other.head.acts[0].alpha.detach()) == pytest.approx(1.5) and other.trained_meta is None
+    initial = float(create_method("actnet-sinh").head.acts[0].alpha.detach())  # untrained, not 2.5
+    assert float(other.head.acts[0].alpha.detach()) == pytest.approx(initial) and other.trained_meta is None
     wrong_method = create_method("actnet-exp")
     wrong_method.set_stored_state(TRAINED_KIND, arrays)
-    assert float(wrong_method.head.acts[0].alpha.detach()) == pytest.approx(1.5)
+    assert float(wrong_method.head.acts[0].alpha.detach()) == pytest.approx(initial)
     assert decode_meta(arrays)["backbone"] == backbone
     # the same network with the other padding is another backbone: its heads are not loaded
     other_padding = create_method("actnet-sinh", {"backbone": "efficientnet-lite0"})

@@ -14,7 +14,7 @@ def test_the_default_method_and_rerank_are_registered_and_marked():
     assert [n for n, m in entries.items() if m["default"]] == [DEFAULT_METHOD]
     assert entries[DEFAULT_METHOD]["recommended"]
     cfg = entries[DEFAULT_METHOD]["config"]
-    assert cfg["image_side"] == 724 and tuple(cfg["scales"]) == (1.0, 0.7071, 0.5)
+    assert tuple(cfg["resolutions"]) == (550, 800, 1050) and cfg["cam"] and cfg["pfa"]
     assert cfg["backbone"] == "efficientnet-lite0-sympad"
 
 

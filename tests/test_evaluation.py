@@ -356,3 +356,51 @@ def test_eval_honours_a_strict_landmark_set_without_any_flag(tmp_path, capsys, m
     for r in json.loads(capsys.readouterr().out)["results"]:
         (q,) = r["per_query"]
         assert q["positives"] == 1 and "q.jpg" not in q["top"] and q["top"][0] in ("near.jpg", "far1.jpg")
+
+
+LANDMARKS = {"protocol": "oxford", "images": ["q1.jpg", "q2.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "lone.jpg", "x.jpg"],
+             "queries": [{"id": "tower_1", "image": "q1.jpg", "positives": ["p1.jpg", "p2.jpg", "p3.jpg"],
+                          "junk": ["q1.jpg", "x.jpg"], "bbox": [1, 1, 20, 20]},
+                         {"id": "tower_2", "image": "q2.jpg", "positives": ["p1.jpg", "p2.jpg", "p3.jpg"],
+                          "junk": ["q2.jpg"]},
+                         {"id": "gate_1", "image": "lone.jpg", "positives": ["x.jpg"], "junk": ["lone.jpg"]}]}
+
+
+def test_every_positive_becomes_a_whole_photo_query_for_the_others(tmp_path):
+    from engine.evaluation import every_positive_queries
+
+    root = tmp_path / "oxford_gt"
+    root.mkdir()
+    (root / "ground_truth.json").write_text(json.dumps(LANDMARKS))
+    ds = load_ground_truth(root, check_files=False)
+    derived = every_positive_queries(ds)
+    # p1..p3 once each (two given queries of one landmark share them); gate_1's single positive
+    # has no other photo to find, so it makes no query.
+    assert [q.image for q in derived.queries] == ["p1.jpg", "p2.jpg", "p3.jpg"]
+    p2 = derived.queries[1]
+    assert p2.positives == ("p1.jpg", "p3.jpg") and p2.bbox is None and p2.id == "tower_1:p2.jpg"
+    # strict: the photo itself is junk, and so is everything the given query called junk
+    assert set(p2.junk) == {"q1.jpg", "x.jpg", "p2.jpg"}
+    assert derived.images == ds.images and derived.name == ds.name  # same index, same cache
+    assert derived.label == "oxford_gt (every positive)" and ds.label == "oxford_gt"
+    assert [q.image for q in every_positive_queries(ds, stride=2).queries] == ["p1.jpg", "p3.jpg"]
+    assert every_positive_queries(ds, stride=2).label == "oxford_gt (every 2nd positive)"
+    with pytest.raises(LookalikeError, match="stride"):
+        every_positive_queries(ds, stride=0)
+
+
+def test_eval_every_positive_reports_under_its_own_label_and_refuses_measured(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    root = _boxed_set(tmp_path)  # scene_1: positives q.jpg (its own photo) and near.jpg
+    md = tmp_path / "RESULTS.md"
+    assert main(["eval", str(root), "--method", "mac", "--device", "cpu", "--json", "--cache", str(tmp_path / "c"),
+                 "--queries", "every-positive", "--rerank", "none", "--results-md", str(md)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert out["dataset"] == "ds (every positive)" and out["queries"] == 2
+    assert [q["query"] for q in r["per_query"]] == ["scene_1:q.jpg", "scene_1:near.jpg"]
+    assert "| ds (every positive) |" in md.read_text()
+    assert main(["eval", str(root), "--method", "mac", "--queries", "every-positive", "--measured",
+                 str(tmp_path / "m.json")]) == 2
+    assert "not with --queries every-positive" in capsys.readouterr().err
+    assert main(["eval", str(root), "--method", "mac", "--query-stride", "3"]) == 2

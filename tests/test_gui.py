@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from conftest import make_photo, shared_dataset, write_scene_folder  # noqa: E402
 from engine.api import Collection  # noqa: E402
+from engine.descriptors.methods import DEFAULT_METHOD  # noqa: E402
 
 SMALL = {"image_side": 160}
 WAIT_MS = 180_000  # generous: the CI machine is shared; nothing here asserts on speed
@@ -85,7 +86,7 @@ def test_adding_a_folder_indexes_it_in_a_worker_while_the_ui_heartbeat_keeps_bea
     report = blocker.args[0]
     assert report is not None and report.indexed == 12 and not report.cancelled
     assert w.collection_panel.info_images.text() == "12"
-    assert "rmac" in w.collection_panel.info_method.text() and "all 12 photos" in w.collection_panel.info_method.text()
+    assert DEFAULT_METHOD in w.collection_panel.info_method.text() and "all 12 photos" in w.collection_panel.info_method.text()
     assert w.collection_panel.info_last.text() != "never"
     assert any(p.phase == "indexing" and p.done == p.total == 12 for p in progress)
     # The UI thread kept handling its timer while the worker indexed (no bound on the gaps:

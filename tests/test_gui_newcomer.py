@@ -204,6 +204,10 @@ def test_switching_collections_clears_the_query_overlay_and_counts(qtbot, scene_
     assert w.search.results.count_label.text() == "0 results"
     assert w.search.query_pane.caption.text() == "No query yet"
     assert not w.search.query_pane.view.has_photo() and w.search.query_pane.view._overlay.pixmap().isNull()
+    # The new collection's method (the default, seddati-cam) has no regions: the overlay choice
+    # falls back to none, with no legend; a kind it has waits for a result.
+    assert w.search.query_pane.overlay_kind() == "none" and w.search.query_pane.legend.text.text() == ""
+    w.search.query_pane.set_overlay("cam")
     assert w.search.query_pane.legend.text.text() == "The overlay appears once a result is chosen."
     assert w.search.why_panel.data is None and w.search.why_panel.query_parts.topLevelItemCount() == 0
     assert not w.search.results.note_label.isVisibleTo(w)

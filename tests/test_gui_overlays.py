@@ -69,3 +69,28 @@ def test_cam_overlay_needs_a_map_and_regions_overlay_refuses_clusters(qtbot):
     parts = ExplainParts("clusters", ["c"], np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32),
                          np.zeros(2, np.float32))
     assert build_overlay("regions", side_of(parts, [1.0]), None, (10, 10)).image is None
+
+
+def cam_method_side() -> SideExplanation:
+    """A seddati-cam explanation: two layer parts covering the whole photo, kind "cam"."""
+    masks = np.ones((2, 1, 1), np.float32)
+    parts = ExplainParts("cam", ["layer stage7", "layer head"], masks, np.eye(2, 3, dtype=np.float32),
+                         np.zeros(3, np.float32))
+    return side_of(parts, [0.3, 0.1])
+
+
+def test_why_matched_for_a_cam_method_shows_its_heat_map_and_names_its_layers(qtbot):
+    from PySide6.QtGui import QImage
+
+    from gui.search.why_panel import WhyPanel, side_overlay
+
+    img = QImage(80, 60, QImage.Format.Format_RGB32)
+    cam = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    ov = side_overlay("none", cam_method_side(), cam, img)
+    assert ov.image is not None and ov.gradient and not ov.boxes  # the heat map, no box around everything
+    assert "not regions" not in (ov.legend or "")
+    panel = WhyPanel()
+    qtbot.addWidget(panel)
+    panel._fill_parts(panel.query_parts, cam_method_side())
+    rows = [panel.query_parts.topLevelItem(i).text(1) for i in range(panel.query_parts.topLevelItemCount())]
+    assert rows == ["layer stage7", "layer head"]  # not "the whole photo" twice

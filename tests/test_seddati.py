@@ -107,6 +107,29 @@ def test_pfa_is_learned_in_fit_and_applied_to_search_vectors(described):
     assert m.search_vectors(raw[0], state).shape == (1, 3)
 
 
+def test_image_side_scales_the_papers_resolutions_and_1050_keeps_them():
+    assert create_method("seddati-cam").sides() == (550, 800, 1050)
+    small = create_method("seddati-cam", {"image_side": 160})
+    assert small.sides() == (84, 122, 160) and small.decode_side() == 160
+    assert create_method("seddati-sr800").sides() == (800,)
+
+
+def test_pfa_fits_on_at_most_pfa_fit_rows_evenly_spaced_descriptors(monkeypatch):
+    from engine.descriptors.methods import seddati
+
+    seen = []
+    monkeypatch.setattr(seddati, "PFA_FIT_ROWS", 5)
+    monkeypatch.setattr(seddati, "principal_feature_analysis", lambda g, p: seen.append(g.copy()) or np.arange(p))
+    m = create_method("seddati", {"pfa_dims": 2})
+    raw = np.arange(11 * 4, dtype=np.float32).reshape(11, 4)  # row i starts with 4 i
+    m.fit(raw)
+    (g,) = seen
+    assert g.shape[0] == 5 and list(g[:, 0] // 4) == [0, 2, 5, 8, 10]  # first and last kept
+    seen.clear()
+    m.fit(raw[:5])
+    assert seen[0].shape[0] == 5  # a small collection: every descriptor
+
+
 def test_cam_rescore_is_minus_min_of_global_and_local_l1(described):
     _ex, _imgs, m, raw = described
     state = m.fit(raw)

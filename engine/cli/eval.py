@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="queries with a box: crop the image, ignore the box, or crop the feature maps (methods "
                         "that support it; the others crop the image). Repeatable; default: both image and none "
                         "(the index is shared, so the second costs only the queries)")
+    p.add_argument("--queries", choices=["given", "every-positive"], default="given",
+                   help="given: the ground truth's queries. every-positive: every positive of a given query "
+                        "as a whole-photo query for the others (41 on oxford_dev, 205 on paris_dev): a "
+                        "larger, less noisy set to choose parameters on; its junk is the given query's plus "
+                        "the photo itself")
+    p.add_argument("--query-stride", type=int, default=1, metavar="N",
+                   help="with --queries every-positive: keep every N-th of those queries (for slow re-rankings)")
     p.add_argument("--holidays-rotation", choices=["exif", "stored"], default="exif",
                    help="Holidays protocol only. exif (default): images upright as the app sees them "
                         "(EXIF orientation applied by the loader). stored: pixels as stored, EXIF "
@@ -125,7 +132,7 @@ def _progress(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.evaluation import evaluate, find_datasets, load_dataset
+    from engine.evaluation import evaluate, every_positive_queries, find_datasets, load_dataset
     from engine.evaluation.report import (NOT_TUNED, format_table, load_pyplot, update_measured, update_results_markdown,
                                           write_report)
     from engine.descriptors.methods import DEFAULT_METHOD, METHODS
@@ -148,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         load_pyplot()  # the optional plotting library missing: say so now, not after hours of indexing
     datasets = [load_dataset(f, args.layout) for f in folders]  # validate all before the long work
+    if args.queries == "every-positive":
+        if args.measured:
+            raise LookalikeError("--measured records the given queries' numbers; not with --queries every-positive.")
+        datasets = [every_positive_queries(ds, args.query_stride) for ds in datasets]
+    elif args.query_stride != 1:
+        raise LookalikeError("--query-stride is used with --queries every-positive.")
     outputs = []
     for ds in datasets:
         results = []
@@ -156,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         for name in methods:
             for crop, rerank in ((c, r) for c in crops for r in dict.fromkeys(args.rerank or [DEFAULT_RERANK])):
                 if not args.json:
-                    print(f"evaluating {name} on {ds.name} ({len(ds.images)} images, {len(ds.queries)} queries"
+                    print(f"evaluating {name} on {ds.label} ({len(ds.images)} images, {len(ds.queries)} queries"
                           + (f", query crop {crop}" if has_boxes else "") + ")...", file=sys.stderr)
                 results.append(evaluate(ds, name, device=args.device, query_crop=crop,
                                         rotation=args.holidays_rotation, weights=args.weights,
@@ -175,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"updated {args.results_md}", file=sys.stderr)
     if args.json:
-        objs = [{"dataset": ds.name, "protocol": ds.protocol, "layout": ds.layout, "images": len(ds.images),
+        objs = [{"dataset": ds.label, "protocol": ds.protocol, "layout": ds.layout, "images": len(ds.images),
                  "queries": len(ds.queries), "results": [r.to_json() for r in results]} for ds, results in outputs]
         print_json(objs[0] if len(objs) == 1 else {"datasets": objs})
     else:

@@ -155,8 +155,14 @@ ACTIVATIONS: dict[str, type[Activation]] = {
 }
 
 
-def make_activation(kind: str) -> Activation:
-    """A fresh activation of ``kind`` (``identity`` | ``sinh`` | ``exp`` | ``weibull``) at its initial values."""
+def make_activation(kind: str, rate: float | None = None) -> Activation:
+    """A fresh activation of ``kind`` (``identity`` | ``sinh`` | ``exp`` | ``weibull``) at its initial
+    values; ``rate``: SinH's / Exp's initial ``alpha`` instead of 1.5 (None: 1.5)."""
     if kind not in ACTIVATIONS:
         raise KeyError(f"unknown activation {kind!r}; known: {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[kind]()
+    cls = ACTIVATIONS[kind]
+    if rate is None:
+        return cls()
+    if not issubclass(cls, _RateScaleActivation):
+        raise ValueError(f"an initial rate applies to the sinh and exp activations, not {kind!r}")
+    return cls(alpha=float(rate))

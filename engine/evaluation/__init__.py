@@ -5,10 +5,10 @@
 - :mod:`.runner`: index a dataset into a cached catalog and score every query;
 - :mod:`.report`: Markdown + PNG reports and the generated table of ``docs/RESULTS.md``.
 """
-from engine.evaluation.dataset import Dataset, Query, find_datasets, load_dataset, load_folders, load_ground_truth
+from engine.evaluation.dataset import Dataset, Query, every_positive_queries, find_datasets, load_dataset, load_folders, load_ground_truth
 from engine.evaluation.metrics import average_precision, compute_ap, rank_by_score, score_query, summarize
 from engine.evaluation.runner import MethodResult, evaluate
 
-__all__ = ["Dataset", "Query", "find_datasets", "load_dataset", "load_folders", "load_ground_truth",
+__all__ = ["Dataset", "Query", "every_positive_queries", "find_datasets", "load_dataset", "load_folders", "load_ground_truth",
            "average_precision", "compute_ap", "rank_by_score", "score_query", "summarize",
            "MethodResult", "evaluate"]

@@ -350,7 +350,7 @@ def evaluate(dataset: Dataset, method: str, device: str = "auto", query_crop: st
             metrics["ns"] = None  # N-S is UKBench's score only
         m = idx.method
         return MethodResult(
-            method=method if rerank == "none" else f"{method}+{rerank}", dataset=dataset.name,
+            method=method if rerank == "none" else f"{method}+{rerank}", dataset=dataset.label,
             protocol=dataset.protocol, backbone=m.config.backbone,
             image_side=int(getattr(m.config, "image_side", 0)), dim=int(idx.vectors.shape[1]),
             n_images=len(dataset.images), n_queries=len(dataset.queries), query_crop=used_crop,

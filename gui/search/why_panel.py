@@ -75,9 +75,12 @@ def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True, ca
     size = overlay_size(img)
     parts_kind = side.parts.kind if side is not None else "image"
     if kind == "none":
-        kind = "clusters" if parts_kind == "clusters" else "regions"
+        # What the method itself looked at: a CAM method's local descriptor is the CAM-masked
+        # photo, so its heat map (and mask outline) is the picture of "why".
+        kind = {"clusters": "clusters", "cam": "cam"}.get(parts_kind, "regions")
     ov = build_overlay(kind, side, cam, size, TOP_K, cam_class=cam_class)
-    if outline_top and kind == "cam" and side is not None and parts_kind != "clusters":
+    # Layer parts cover the whole photo: a box around all of it would say nothing.
+    if outline_top and kind == "cam" and side is not None and parts_kind not in ("clusters", "layers", "cam"):
         ov.boxes = build_overlay("regions", side, None, size, TOP_K).boxes
     return ov
 
@@ -234,7 +237,7 @@ class WhyPanel(QWidget):
         if n > 1:
             shares = part_shares(side)
             top = np.sort(shares)[::-1][:3]
-            what = {"clusters": "areas", "layers": "network layers"}.get(side.parts.kind, "regions")
+            what = {"clusters": "areas", "layers": "network layers", "cam": "network layers"}.get(side.parts.kind, "regions")
             k = int((top > 0).sum())
             carried, even = float(top[:k].sum()), 100 * k / n
             if k and carried < 1.5 * even:
@@ -255,10 +258,10 @@ class WhyPanel(QWidget):
         tree.clear()
         shares = part_shares(side)
         order = np.argsort(-side.contributions, kind="stable")
-        what = {"clusters": "area", "layers": "layer"}.get(side.parts.kind, "region")
+        what = {"clusters": "area", "layers": "layer", "cam": "layer"}.get(side.parts.kind, "region")
         for rank, i in enumerate(order[:TABLE_ROWS]):
             where = where_in_photo(side.parts.masks[i])
-            if side.parts.kind == "layers":  # a layer covers the whole photo: its name says which
+            if side.parts.kind in ("layers", "cam"):  # a layer covers the whole photo: its name says which
                 where = side.parts.labels[i]
             item = QTreeWidgetItem([str(rank + 1), where, f"{shares[i]:.0f} %"])
             item.setToolTip(1, f"{what} '{side.parts.labels[i]}'")

@@ -70,8 +70,17 @@ class MethodConfig:
     whiten: bool = False
     whiten_dims: int | None = None
 
+    #: Settings added after collections were indexed, whose ``None`` means "as before the
+    #: setting existed": left out of :meth:`to_dict` while ``None``, so the config stored by
+    #: such a collection (which lacks them) still equals the method's config read back from it.
+    omitted_when_none: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for key in self.omitted_when_none:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

@@ -188,7 +188,7 @@ SPECS = (
     MethodSpec("rmac-ms", RmacMethod, GlobalPoolConfig(image_side=724, scales=(1.0, 0.7071, 0.5)),
                "Multi-scale R-MAC: R-MAC at 724, 512 and 362 px, averaged (Tolias et al. 2016; multi-scale as "
                "Radenović et al. 2018)", "fast",
-               summary="The default: finds buildings, objects and scenes from other "
-                       "angles and distances; about as fast as one 1024 px pass",
+               summary="Finds buildings, objects and scenes from other angles and distances; "
+                       "about as fast as one 1024 px pass (the default until 2026-12-02)",
                recommended=True),
 )

@@ -55,6 +55,9 @@ from engine.descriptors.pfa import principal_feature_analysis
 from engine.descriptors.postprocess import l2n_np
 from engine.descriptors.methods.base import ExplainParts, Method, MethodConfig, MethodSpec, State
 
+PFA_FIT_ROWS = 20_000  # descriptors PFA is fitted on at most (see SeddatiMethod.fit)
+
+
 # -- pure functions (Algorithm 1) ---------------------------------------------------------------
 def square_sum_rmac(x: torch.Tensor, levels: int = 3, stride_fraction: float = 0.4) -> torch.Tensor:
     """Modified R-MAC, Seddati et al. Algorithm 1, procedure ``OS_RMAC`` (lines 13–28).
@@ -105,8 +108,10 @@ class SeddatiConfig(MethodConfig):
     (empty = the backbone's last two ``deep_taps``); ``num_layers``: keep the deepest 1 or 2.
     ``levels``/``stride_fraction``: Algorithm 1's l = 1..3 and 0.4. ``pfa``: select dims with PFA;
     ``pfa_dims`` (None: ``round(pfa_fraction·D)``, 400 on Lite0). ``cam``: add the CAM-masked
-    local descriptor, ``cam_ratio`` the mask threshold (0.9·mean). ``image_side`` is unused
-    (the resolutions set the input sizes).
+    local descriptor, ``cam_ratio`` the mask threshold (0.9·mean). ``image_side`` is the
+    largest input side: the resolutions are scaled by ``image_side / max(resolutions)`` (our
+    design, so that ``image_side`` means the input size for every method; at the default 1050
+    the paper's sides are used as they are).
     """
 
     image_side: int = 1050
@@ -149,8 +154,14 @@ class SeddatiMethod(Method):
             raise LookalikeError(f"{self.name} has no default layers for backbone '{self.config.backbone}'; set 'layers'.")
         return taps[-self.config.num_layers:]
 
+    def sides(self) -> tuple[int, ...]:
+        """The input longest sides: ``resolutions`` scaled to ``image_side`` (see the config)."""
+        res = self.config.resolutions
+        scale = self.config.image_side / max(res)
+        return tuple(max(32, round(r * scale)) for r in res)
+
     def decode_side(self) -> int:
-        return max(self.config.resolutions)
+        return max(self.sides())
 
     def global_dims(self, raw: np.ndarray) -> int:
         return raw.shape[-1] // 2 if self.config.cam else raw.shape[-1]
@@ -159,7 +170,7 @@ class SeddatiMethod(Method):
     def _describe_one(self, maps_by_res: list[dict[str, torch.Tensor]], extractor, with_extras: bool = False):
         cfg = self.config
         taps = self.layers()
-        big = int(np.argmax(cfg.resolutions))
+        big = int(np.argmax(self.sides()))
         pool = lambda t: square_sum_rmac(t, cfg.levels, cfg.stride_fraction)  # noqa: E731
 
         def descriptor(mask: torch.Tensor | None) -> torch.Tensor:
@@ -201,7 +212,7 @@ class SeddatiMethod(Method):
                 raise LookalikeError(f"{self.name} needs CAM, which backbone '{self.config.backbone}' has not.")
             if cam_tap not in taps:
                 taps.append(cam_tap)
-        per_res = [extractor.feature_maps(images, side, taps) for side in self.config.resolutions]
+        per_res = [extractor.feature_maps(images, side, taps) for side in self.sides()]
         return [[per_res[r][i] for r in range(len(per_res))] for i in range(len(images))]
 
     def describe(self, images: Sequence[Image.Image], extractor) -> np.ndarray:
@@ -215,9 +226,15 @@ class SeddatiMethod(Method):
         return max(1, round(self.config.pfa_fraction * d))
 
     def fit(self, raw: np.ndarray) -> State | None:
-        """PFA on the collection's global descriptors -> ``{"pfa_index": selected dims}``."""
+        """PFA on the collection's global descriptors -> ``{"pfa_index": selected dims}``.
+
+        Our design: at most :data:`PFA_FIT_ROWS` descriptors, evenly spaced in catalog order,
+        enter the fit (it reruns whenever the collection changes; at 100,000 photos the full
+        1600 x 1600 covariance in float64 would take ~2.5 GB and tens of seconds each time)."""
         if not self.config.pfa or len(raw) < 2:
             return None
+        if len(raw) > PFA_FIT_ROWS:
+            raw = raw[np.linspace(0, len(raw) - 1, PFA_FIT_ROWS).round().astype(np.int64)]
         g = raw[:, :self.global_dims(raw)]
         return {"pfa_index": principal_feature_analysis(g, self.pfa_target(g.shape[1]))}
 
@@ -280,8 +297,11 @@ SPECS = (
                "Seddati ablation 'M-R l_j&j-1': early fusion, last two layers concatenated", "slow"),
     MethodSpec("seddati", SeddatiMethod, _MR,
                "Seddati et al. 2017: multi-resolution early fusion, last two layers, modified R-MAC, "
-               "Principal Feature Analysis to 25 % of the dims (400 on Lite0)", "slow"),
+               "Principal Feature Analysis to 25 % of the dims (400 on Lite0)", "medium"),
     MethodSpec("seddati-cam", SeddatiMethod, SeddatiConfig(cam=True),
                "Seddati et al. 2017 + CAM localisation: distance = min(L1 global, L1 of the "
-               "CAM-masked local descriptor)", "slow"),
+               "CAM-masked local descriptor)", "medium",
+               summary="The default: finds buildings, objects and scenes from other angles and "
+                       "distances, looking at each photo at three sizes and at its main subject",
+               recommended=True),
 )
