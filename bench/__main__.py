@@ -65,8 +65,11 @@ def drop_to_results(work: Path, n: int = 10_000) -> dict:
 
     m = create_method(DEFAULT_METHOD)
     ex = get_extractor(m.config.backbone, "cpu")
-    index = VectorIndex.build(DescriptorModel(1280, themes=500).sample(n, 3))
     paths = sorted((work / "jpegs").glob("*.jpg"))[:5]
+    # The index has the dimension of the method's search vectors (no fitted state here: for a
+    # PFA method that is its full width, an upper bound on the app's 400 dimensions).
+    dim = m.search_vectors(m.describe_query(load_image(paths[0], m.decode_side()), ex)[None, :], None).shape[1]
+    index = VectorIndex.build(DescriptorModel(dim, themes=500).sample(n, 3))
     from engine.indexing.indexer import available_cores, query_threads, torch_threads
 
     out = {"drop_to_results_threads": query_threads()}
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             result["indexing"] = idx
             for k in ("decode_ms", "decode_draft_ms", "forward_ms", "bound_images_per_s", "index_images_per_s",
                       "index_vs_bound", "peak_rss_mb", "plain_loop_images_per_s", "speedup_vs_plain_loop",
-                      "onnx_vs_torch_forward"):
+                      "onnx_vs_torch_forward", "app_images_per_s", "peak_rss_mb_app_batch", "app_forward_batch"):
                 result[k] = idx[k]
             result.update(drop_to_results(work))
             if "datasets" not in skip:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from engine.api import get_extractor
 from engine.store.catalog import CatalogStore
-from engine.nn.features import FeatureExtractor
+from engine.nn.features import CPU_FORWARD_BATCH, FeatureExtractor
 from engine.imaging.images import load_image, resize_longest_side
 from engine.indexing.indexer import Indexer, available_cores, plan_threads, torch_threads
 from engine.descriptors.methods import DEFAULT_METHOD, create_method
@@ -153,6 +153,17 @@ def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> di
     t = time.perf_counter()
     extractor = get_extractor(method.config.backbone, "cpu")
     out["model_load_s"] = time.perf_counter() - t
+    # What the app does on the CPU (engine.nn.features.CPU_FORWARD_BATCH), first: the process
+    # peak right after it is the app's indexing peak (the stage timings below run the PyTorch
+    # eager model at full size as well, and larger batches take more memory).
+    app_batch = CPU_FORWARD_BATCH
+    app_run = run_pipeline(folder, method_name, extractor, app_batch, work)
+    app_run["forward_batch"] = app_batch
+    out["app_forward_batch"] = app_batch
+    out["app_images_per_s"] = app_run["images_per_s"]
+    out["peak_rss_mb_app_batch"] = peak_rss_mb()
+    log(f"pipeline batch {app_batch} (the app's): {app_run['images_per_s']:.2f} images/s, "
+        f"peak RSS {out['peak_rss_mb_app_batch']:.0f} MB")
     stages = measure_stages(paths, method, side)
     out["stages"] = stages
     out["forward_ms"] = stages["forward_ms"]
@@ -167,7 +178,7 @@ def bench_indexing(n_images: int, batch_sizes: list[int], work: Path, log) -> di
 
     rows = []
     for b in batch_sizes:
-        r = run_pipeline(folder, method_name, extractor, b, work)
+        r = app_run if b == app_batch else run_pipeline(folder, method_name, extractor, b, work)
         r["forward_batch"] = b
         rows.append(r)
         log(f"pipeline batch {b}: {r['images_per_s']:.2f} images/s")

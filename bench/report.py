@@ -22,8 +22,10 @@ def targets(r: dict) -> list[dict]:
            cmp(get("speedup_vs_plain_loop"), lambda v: v >= 4)),
         _t("ONNX Runtime / PyTorch forward speed (1 thread)", get("onnx_vs_torch_forward"), "(measured; > 1 is faster)",
            None),
-        _t("12 MP JPEG images/s (CPU, default method)", get("index_images_per_s"), "(measured)", None),
-        _t("peak RSS MB (indexing)", get("peak_rss_mb"), "<= 1500", cmp(get("peak_rss_mb"), lambda v: v <= 1500)),
+        _t("12 MP JPEG images/s (CPU, default method, the app's forward batch)", get("app_images_per_s"), "(measured)",
+           None),
+        _t("peak RSS MB (indexing with the app's forward batch)", get("peak_rss_mb_app_batch"), "<= 1500",
+           cmp(get("peak_rss_mb_app_batch"), lambda v: v <= 1500)),
         _t("exact top-100 p95 ms at 100k", get("search_exact_100k_p95_ms"), "< 50",
            cmp(get("search_exact_100k_p95_ms"), lambda v: v < 50)),
         _t("ANN p95 ms at 1M", get("search_ann_1m_p95_ms"), "< 10", cmp(get("search_ann_1m_p95_ms"), lambda v: v < 10)),
@@ -133,7 +135,10 @@ def write_report(r: dict, path: Path) -> None:
             lines.append(f"| pipeline (`Indexer`), {row['kind']} | 1 | {row['torch_threads']} | "
                          f"{row['decode_workers']} | {row['images_per_s']:.2f} |")
         lines += ["", f"Pipeline / plain loop: **{idx['speedup_vs_plain_loop']:.2f}x**; pipeline / bound: "
-                  f"**{idx['index_vs_bound']:.2f}**; peak RSS {idx['peak_rss_mb']:.0f} MB after the 12 MP runs, "
+                  f"**{idx['index_vs_bound']:.2f}**; peak RSS {idx.get('peak_rss_mb_app_batch', float('nan')):.0f} MB "
+                  f"after the run with the app's forward batch ({idx.get('app_forward_batch', '?')}, run first, after the "
+                  f"JPEGs were generated), "
+                  f"{idx['peak_rss_mb']:.0f} MB after all the 12 MP runs, "
                   f"{idx.get('peak_rss_mb_with_24mp_and_plain_loop', float('nan')):.0f} MB after the 24 MP and HEIC runs and "
                   f"the plain loop (best forward batch: "
                   f"{idx.get('index_best_batch', '?')}; the app's CPU default is `engine.nn.features.CPU_FORWARD_BATCH`).", ""]
