@@ -72,10 +72,14 @@ def test_cam_overlay_needs_a_map_and_regions_overlay_refuses_clusters(qtbot):
 
 
 def cam_method_side() -> SideExplanation:
-    """A seddati-cam explanation: two layer parts covering the whole photo, kind "cam"."""
+    """A seddati-cam explanation: two layer parts covering the whole photo, kind "cam", with the
+    method's heat map and the mask of its local descriptor (the left half) in ``extras``."""
     masks = np.ones((2, 1, 1), np.float32)
+    mask = np.zeros((6, 8), np.float32)
+    mask[:, :4] = 1
+    extras = {"heat": np.linspace(0, 5, 48, dtype=np.float32).reshape(6, 8), "mask": mask}
     parts = ExplainParts("cam", ["layer stage7", "layer head"], masks, np.eye(2, 3, dtype=np.float32),
-                         np.zeros(3, np.float32))
+                         np.zeros(3, np.float32), extras)
     return side_of(parts, [0.3, 0.1])
 
 
@@ -88,7 +92,11 @@ def test_why_matched_for_a_cam_method_shows_its_heat_map_and_names_its_layers(qt
     cam = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
     ov = side_overlay("none", cam_method_side(), cam, img)
     assert ov.image is not None and ov.gradient and not ov.boxes  # the heat map, no box around everything
-    assert "not regions" not in (ov.legend or "")
+    assert "not regions" not in (ov.legend or "") and "0.9" in ov.legend
+    # the outline is the method's own mask (left half), not a threshold of the GUI's CAM
+    rgba = np.frombuffer(ov.image.constBits(), np.uint8).reshape(60, 80, 4)
+    white = np.all(rgba == 255, axis=-1)
+    assert white[:, 38:42].any() and not white[10:50, 60:78].any()
     panel = WhyPanel()
     qtbot.addWidget(panel)
     panel._fill_parts(panel.query_parts, cam_method_side())

@@ -52,14 +52,17 @@ def _upscale(values: np.ndarray, size: tuple[int, int], nearest: bool) -> np.nda
     return np.asarray(im, np.float32)
 
 
-def render_heat(values: np.ndarray, size: tuple[int, int], nearest: bool = False, outline_at: float | None = None) -> QImage:
-    """Heat overlay of a map in [0, 1] at ``size`` (w, h); optional white outline of ``>= outline_at``."""
+def render_heat(values: np.ndarray, size: tuple[int, int], nearest: bool = False, outline_at: float | None = None,
+                outline_mask: np.ndarray | None = None) -> QImage:
+    """Heat overlay of a map in [0, 1] at ``size`` (w, h); optional white outline of ``>= outline_at``,
+    or of ``outline_mask`` (a 0/1 map of any grid, scaled with nearest neighbours)."""
     v = np.clip(_upscale(values, size, nearest), 0, 1)
     rgba = np.zeros(v.shape + (4,), np.uint8)
     rgba[..., :3] = heat_rgb(v)
     rgba[..., 3] = (60 + 195 * v).astype(np.uint8)
-    if outline_at is not None:
-        m = v >= outline_at
+    if outline_at is not None or outline_mask is not None:
+        m = (_upscale(np.asarray(outline_mask, np.float32), size, True) > 0.5 if outline_mask is not None
+             else v >= outline_at)
         edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
         edge[0, :] &= m[0, :]
         rgba[edge] = (255, 255, 255, 255)
@@ -148,6 +151,25 @@ def cam_legend(cam_class: str | None = None, result_class: str | None = None) ->
     return f"{what}, low → high; white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak"
 
 
+def method_cam(side) -> tuple[np.ndarray, np.ndarray] | None:
+    """A CAM method's own heat map (scaled to [0, 1]) and binary mask from its explanation
+    (``seddati-cam``: ``extras["heat"]``, ``extras["mask"]``), or None for other methods."""
+    if side is None or side.parts.kind != "cam":
+        return None
+    extras = side.parts.extras or {}
+    if "heat" not in extras or "mask" not in extras:
+        return None
+    heat = np.asarray(extras["heat"], np.float32)
+    lo, hi = float(heat.min()), float(heat.max())
+    return ((heat - lo) / (hi - lo) if hi > lo else np.ones_like(heat)), np.asarray(extras["mask"], np.float32)
+
+
+def method_cam_legend(cam_class: str | None = None) -> str:
+    what = f"CAM of “{cam_class}” (the photo's most likely ImageNet class)" if cam_class else "CAM heat map"
+    return (f"{what}, low → high; white outline: the part of the photo the method describes a second time "
+            "on its own (heat above 0.9 × its mean; the distance is the smaller of the two)")
+
+
 def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int], top_k: int = 5,
                   cam_class: str | None = None) -> Overlay:
     """The overlay of ``kind`` for one side of an explanation (``engine.services.explain.SideExplanation``).
@@ -158,6 +180,10 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
     if kind == "none" or side is None and kind != "cam":
         return Overlay()
     if kind == "cam":
+        own = method_cam(side)
+        if own is not None:  # the method's own CAM and the mask its local descriptor keeps
+            heat, mask = own
+            return Overlay(render_heat(heat, size, outline_mask=mask), gradient=True, legend=method_cam_legend(cam_class))
         if cam is None:
             return Overlay(legend="This backbone has no classifier, so no class activation map (CAM).")
         return Overlay(render_heat(cam, size, outline_at=CAM_THRESHOLD), gradient=True, legend=cam_legend(cam_class))

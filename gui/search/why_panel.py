@@ -19,7 +19,8 @@ from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsScene, QGraphicsView, QHBoxLayout, QHeaderView, QLabel, QSplitter,
                                QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from .overlays import PALETTE, TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend, part_shares
+from .overlays import (PALETTE, TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend, method_cam,
+                       part_shares)
 
 TOP_K = 5
 TABLE_ROWS = 8  # parts listed per photo; the rest are summed in one line
@@ -281,6 +282,6 @@ class WhyPanel(QWidget):
         rov = side_overlay(self.kind, e.result, d.result_cam, d.result_image, cam_class=d.result_class)
         self.query_view.set_overlay(qov)
         self.result_view.set_overlay(rov)
-        if self.kind == "cam" and qov.image is not None:
+        if self.kind == "cam" and qov.image is not None and method_cam(e.query) is None:
             qov = dataclasses.replace(qov, legend=cam_legend(d.query_class, d.result_class))
         self.legend.set_overlay(qov)
