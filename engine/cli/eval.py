@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the index is shared, so the second costs only the queries)")
     p.add_argument("--queries", choices=["given", "every-positive"], default="given",
                    help="given: the ground truth's queries. every-positive: every positive of a given query "
-                        "as a whole-photo query for the others (41 on oxford_dev, 205 on paris_dev): a "
+                        "as a whole-photo query for the others (24 on oxford_dev, 122 on paris_dev): a "
                         "larger, less noisy set to choose parameters on; its junk is the given query's plus "
                         "the photo itself")
     p.add_argument("--query-stride", type=int, default=1, metavar="N",

@@ -487,7 +487,11 @@ def _passes_checks(M: np.ndarray, inliers_a: np.ndarray, config: VerifyConfig) -
     """The model checks of ``config`` (scale, anisotropy, reflection, finite) at the inliers."""
     if not np.isfinite(M).all():
         return False
-    scale, aniso, refl = linear_part_stats(M, np.asarray(inliers_a, np.float64).mean(0))
+    return _stats_pass(*linear_part_stats(M, np.asarray(inliers_a, np.float64).mean(0)), config)
+
+
+def _stats_pass(scale: float, aniso: float, refl: bool, config: VerifyConfig) -> bool:
+    """The checks of :func:`_passes_checks` on already computed :func:`linear_part_stats`."""
     return bool(1.0 / config.max_scale <= scale <= config.max_scale and aniso <= config.max_anisotropy
                 and (config.allow_reflection or not refl))
 
@@ -542,7 +546,7 @@ def verify(a: LocalFeatures, b: LocalFeatures, config: VerifyConfig = VerifyConf
         return unverified(config.model, len(m))
     ia, ib = pa[inl], pb[inl]
     scale, aniso, refl = linear_part_stats(M, ia.mean(0))
-    sane = _passes_checks(M, ia, config)
+    sane = bool(np.isfinite(M).all()) and _stats_pass(scale, aniso, refl, config)
     if region is not None:
         x1, y1, x2, y2 = region
         area_a = abs(x2 - x1) * abs(y2 - y1)

@@ -17,6 +17,9 @@ from PySide6.QtWidgets import (QGraphicsPixmapItem, QGraphicsRectItem, QGraphics
                                QGraphicsView, QHBoxLayout, QLabel, QWidget)
 
 OVERLAY_KINDS = ("none", "regions", "clusters", "cam")
+# Explanation kinds whose parts are network layers, each covering the whole photo ("cam": a
+# CAM method's layers; its heat map and mask are in the explanation's extras).
+LAYER_PART_KINDS = ("layers", "cam")
 CAM_THRESHOLD = 0.5  # the CAM mask outline: cells at >= 50 % of the map's peak
 
 # Heat colour map (dark violet -> red -> yellow), alpha rising with the value.
@@ -151,6 +154,12 @@ def cam_legend(cam_class: str | None = None, result_class: str | None = None) ->
     return f"{what}, low → high; white outline: mask at ≥ {int(CAM_THRESHOLD * 100)} % of the peak"
 
 
+def unit_range(values: np.ndarray) -> np.ndarray:
+    """``values`` scaled to [0, 1] (min to max); a flat map is all ones."""
+    lo, hi = float(values.min()), float(values.max())
+    return (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+
+
 def method_cam(side) -> tuple[np.ndarray, np.ndarray] | None:
     """A CAM method's own heat map (scaled to [0, 1]) and binary mask from its explanation
     (``seddati-cam``: ``extras["heat"]``, ``extras["mask"]``), or None for other methods."""
@@ -159,9 +168,7 @@ def method_cam(side) -> tuple[np.ndarray, np.ndarray] | None:
     extras = side.parts.extras or {}
     if "heat" not in extras or "mask" not in extras:
         return None
-    heat = np.asarray(extras["heat"], np.float32)
-    lo, hi = float(heat.min()), float(heat.max())
-    return ((heat - lo) / (hi - lo) if hi > lo else np.ones_like(heat)), np.asarray(extras["mask"], np.float32)
+    return unit_range(np.asarray(extras["heat"], np.float32)), np.asarray(extras["mask"], np.float32)
 
 
 def method_cam_legend(cam_class: str | None = None) -> str:
@@ -194,9 +201,7 @@ def build_overlay(kind: str, side, cam: np.ndarray | None, size: tuple[int, int]
         if parts.kind not in ("regions", "layers", "image") or parts.kind == "clusters":
             return Overlay(legend=f"Method shows {parts.kind}, not regions.")
         cmap = side.contribution_map()
-        lo, hi = float(cmap.min()), float(cmap.max())
-        norm = (cmap - lo) / (hi - lo) if hi > lo else np.ones_like(cmap)
-        overlay = Overlay(render_heat(norm, size, nearest=True), gradient=True)
+        overlay = Overlay(render_heat(unit_range(cmap), size, nearest=True), gradient=True)
         if parts.kind == "image":
             overlay.legend = "This method has one global part (the whole image); choose R-MAC for regions."
             return overlay

@@ -19,8 +19,8 @@ from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QGraphicsScene, QGraphicsView, QHBoxLayout, QHeaderView, QLabel, QSplitter,
                                QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from .overlays import (PALETTE, TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay, cam_legend, method_cam,
-                       part_shares)
+from .overlays import (LAYER_PART_KINDS, PALETTE, TOP_COLORS, LegendLabel, Overlay, OverlayView, build_overlay,
+                       cam_legend, method_cam, part_shares)
 
 TOP_K = 5
 TABLE_ROWS = 8  # parts listed per photo; the rest are summed in one line
@@ -81,7 +81,7 @@ def side_overlay(kind: str, side, cam, img: QImage, outline_top: bool = True, ca
         kind = {"clusters": "clusters", "cam": "cam"}.get(parts_kind, "regions")
     ov = build_overlay(kind, side, cam, size, TOP_K, cam_class=cam_class)
     # Layer parts cover the whole photo: a box around all of it would say nothing.
-    if outline_top and kind == "cam" and side is not None and parts_kind not in ("clusters", "layers", "cam"):
+    if outline_top and kind == "cam" and side is not None and parts_kind not in ("clusters", *LAYER_PART_KINDS):
         ov.boxes = build_overlay("regions", side, None, size, TOP_K).boxes
     return ov
 
@@ -238,7 +238,8 @@ class WhyPanel(QWidget):
         if n > 1:
             shares = part_shares(side)
             top = np.sort(shares)[::-1][:3]
-            what = {"clusters": "areas", "layers": "network layers", "cam": "network layers"}.get(side.parts.kind, "regions")
+            what = ("network layers" if side.parts.kind in LAYER_PART_KINDS
+                    else "areas" if side.parts.kind == "clusters" else "regions")
             k = int((top > 0).sum())
             carried, even = float(top[:k].sum()), 100 * k / n
             if k and carried < 1.5 * even:
@@ -259,10 +260,11 @@ class WhyPanel(QWidget):
         tree.clear()
         shares = part_shares(side)
         order = np.argsort(-side.contributions, kind="stable")
-        what = {"clusters": "area", "layers": "layer", "cam": "layer"}.get(side.parts.kind, "region")
+        layers = side.parts.kind in LAYER_PART_KINDS
+        what = "layer" if layers else "area" if side.parts.kind == "clusters" else "region"
         for rank, i in enumerate(order[:TABLE_ROWS]):
             where = where_in_photo(side.parts.masks[i])
-            if side.parts.kind in ("layers", "cam"):  # a layer covers the whole photo: its name says which
+            if layers:  # a layer covers the whole photo: its name says which
                 where = side.parts.labels[i]
             item = QTreeWidgetItem([str(rank + 1), where, f"{shares[i]:.0f} %"])
             item.setToolTip(1, f"{what} '{side.parts.labels[i]}'")
